@@ -1,0 +1,4 @@
+"""Reusable blocks; they know nothing of whole networks."""
+from microdense.layers.micro_dense import BlockChannels, MicroDenseBlock, MicroDenseBlockCfg, block_channels
+
+__all__ = ["BlockChannels", "MicroDenseBlock", "MicroDenseBlockCfg", "block_channels"]

@@ -1,0 +1,243 @@
+"""The Micro-Dense block: global residual learning around a local micro-dense aggregation.
+
+Zhu et al., "When Residual Learning Meets Dense Aggregation: Rethinking the Aggregation of Deep
+Neural Networks", arXiv:2004.08796. Only the abstract is public to this project; every choice it
+does not fix is a field of `MicroDenseBlockCfg` (see DESIGN.md §1 for the reconstruction).
+
+A block with micro_depth L (pre-activation form):
+
+    h0  = entry(x)                                    # BN-ReLU-Conv1x1 (stride 2: Conv3x3/2), C_in -> w_1
+    h_i = BN-ReLU-Conv1x1(cat(h0..h_{i-1}) -> w_i); BN-ReLU-Conv3x3(groups = w_i / d)
+    y   = shortcut(x) + fuse(cat(h0..hL))             # fuse: BN-ReLU-Conv1x1 -> C_out
+
+The module knows nothing of whole networks, so it can be dropped into any CNN.
+"""
+from dataclasses import dataclass
+from typing import List
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint
+from timm.layers import BatchNormAct2d, DropPath
+
+__all__ = ["MicroDenseBlockCfg", "MicroDenseBlock", "BlockChannels", "block_channels"]
+
+PYRAMIDS = ("linear", "constant")
+CARDINALITIES = ("adaptive", "fixed", "none")
+AGGREGATIONS = ("micro_dense", "residual", "dense")
+
+
+@dataclass(frozen=True)
+class MicroDenseBlockCfg:
+    """Every reconstructed choice of one block, as data.
+
+    Attributes:
+        micro_depth: L, densely connected layers inside the block.
+        base_width: w_1, channels of the entry features and of the first layer.
+        group_width: d, channels per group of each grouped 3x3 conv.
+        pyramid: "linear" (w_i = i * w_1) or "constant" (w_i = w_1).
+        cardinality: "adaptive" (groups = w_i / d, grows with the layer), "fixed" (groups = w_1 / d
+            for every layer) or "none" (ordinary 3x3 convs).
+        aggregation: "micro_dense" (dense inside, residual around), "residual" (layers chained,
+            ResNeXt-like) or "dense" (dense inside, no block shortcut).
+        preact: BN-ReLU-Conv ordering (True) or Conv-BN-ReLU (False).
+        zero_init_residual: zero the residual branch's last weights so every block starts as its
+            shortcut. Has no effect with aggregation="dense", which has no shortcut to start from.
+    """
+
+    micro_depth: int = 3
+    base_width: int = 32
+    group_width: int = 8
+    pyramid: str = "linear"
+    cardinality: str = "adaptive"
+    aggregation: str = "micro_dense"
+    preact: bool = True
+    zero_init_residual: bool = True
+
+
+@dataclass(frozen=True)
+class BlockChannels:
+    """Channel arithmetic of one block, derived once from its config."""
+
+    widths: tuple[int, ...]  # w_1..w_L, output channels of each layer
+    in_widths: tuple[int, ...]  # c_1..c_L, input channels of each layer's 1x1 conv
+    groups: tuple[int, ...]  # groups of each layer's 3x3 conv
+    fuse_width: int  # input channels of the fusing 1x1 conv
+
+
+def _refuse(field: str, message: str) -> None:
+    raise ValueError(f"MicroDenseBlockCfg.{field}: {message}")
+
+
+def block_channels(cfg: MicroDenseBlockCfg) -> BlockChannels:
+    """Validate `cfg` and derive every width of the block. Pure: no modules are built.
+
+    Raises:
+        ValueError: one line naming the field and the numbers that break a rule.
+    """
+    for field, allowed in (("pyramid", PYRAMIDS), ("cardinality", CARDINALITIES), ("aggregation", AGGREGATIONS)):
+        value = getattr(cfg, field)
+        if value not in allowed:
+            _refuse(field, f"unknown value {value!r}; choose one of {', '.join(map(repr, allowed))}")
+    if cfg.micro_depth < 1:
+        _refuse("micro_depth", f"must be >= 1, got {cfg.micro_depth}")
+    if cfg.base_width < 1:
+        _refuse("base_width", f"must be >= 1, got {cfg.base_width}")
+    if cfg.group_width < 1:
+        _refuse("group_width", f"must be >= 1, got {cfg.group_width}")
+
+    w1, d = cfg.base_width, cfg.group_width
+    widths = tuple((i if cfg.pyramid == "linear" else 1) * w1 for i in range(1, cfg.micro_depth + 1))
+    if cfg.cardinality != "none" and w1 % d:
+        _refuse("base_width", f"{w1} is not divisible by group_width {d} (cardinality={cfg.cardinality!r})")
+    if cfg.cardinality == "adaptive":
+        groups = tuple(w // d for w in widths)
+    elif cfg.cardinality == "fixed":
+        groups = (w1 // d,) * len(widths)
+    else:
+        groups = (1,) * len(widths)
+
+    if cfg.aggregation == "residual":
+        in_widths = (w1,) + widths[:-1]
+        fuse_width = widths[-1]
+    else:
+        in_widths = tuple(w1 + sum(widths[:i]) for i in range(len(widths)))
+        fuse_width = w1 + sum(widths)
+    return BlockChannels(widths=widths, in_widths=in_widths, groups=groups, fuse_width=fuse_width)
+
+
+class ConvNormAct(nn.Sequential):
+    """One conv with its BN-ReLU placed before (pre-activation) or after it.
+
+    `act=False` drops the ReLU of a post-activation unit (the last unit of a residual branch).
+    """
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            kernel_size: int,
+            stride: int = 1,
+            groups: int = 1,
+            preact: bool = True,
+            act: bool = True,
+    ):
+        conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        if preact:
+            super().__init__(BatchNormAct2d(in_chs), conv)
+        else:
+            super().__init__(conv, BatchNormAct2d(out_chs, apply_act=act))
+        self.preact = preact
+
+    def zero_init_last(self) -> None:
+        """Make the unit output zeros: zero the conv (pre-act) or the BN scale (post-act)."""
+        nn.init.zeros_(self[1].weight)  # the conv (pre-act) or the BN after it (post-act)
+
+
+def _any_requires_grad(tensors: List[torch.Tensor]) -> bool:
+    for t in tensors:
+        if t.requires_grad:
+            return True
+    return False
+
+
+class MicroDenseLayer(nn.Module):
+    """Layer i of a block: bottleneck 1x1 over the concatenated state, then a grouped 3x3."""
+
+    def __init__(self, in_chs: int, width: int, groups: int, preact: bool = True, memory_efficient: bool = False):
+        super().__init__()
+        self.conv1 = ConvNormAct(in_chs, width, 1, preact=preact)
+        self.conv2 = ConvNormAct(width, width, 3, groups=groups, preact=preact)
+        self.memory_efficient = memory_efficient
+
+    def bottleneck(self, features: List[torch.Tensor]) -> torch.Tensor:
+        return self.conv1(torch.cat(features, 1))
+
+    @torch.jit.unused
+    def checkpointed_bottleneck(self, features: List[torch.Tensor]) -> torch.Tensor:
+        # NOTE: as torchvision's DenseNet: only the concat-BN-ReLU-1x1 is recomputed in backward, so the
+        # wide concatenation and its normalised copy are never stored.
+        return torch.utils.checkpoint.checkpoint(lambda *fs: self.bottleneck(list(fs)), *features, use_reentrant=False)
+
+    def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
+        if self.memory_efficient and not torch.jit.is_scripting() and _any_requires_grad(features):
+            out = self.checkpointed_bottleneck(features)
+        else:
+            out = self.bottleneck(features)
+        return self.conv2(out)
+
+
+class MicroDenseBlock(nn.Module):
+    """A residual block whose branch is a small dense aggregation of `cfg.micro_depth` layers.
+
+    Args:
+        in_chs: input channels.
+        out_chs: output channels.
+        cfg: the block's configuration; refused at construction if it cannot be built.
+        stride: 1, or 2 to halve the resolution (entry conv and shortcut take the stride).
+        drop_path: stochastic-depth rate of the residual branch.
+        memory_efficient: recompute each layer's concat-BN-ReLU-1x1 in backward instead of storing it.
+    """
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            cfg: MicroDenseBlockCfg = MicroDenseBlockCfg(),
+            stride: int = 1,
+            drop_path: float = 0.0,
+            memory_efficient: bool = False,
+    ):
+        super().__init__()
+        chans = block_channels(cfg)
+        if stride not in (1, 2):
+            raise ValueError(f"MicroDenseBlock: stride must be 1 or 2, got {stride}")
+        self.channels = chans
+        w1 = cfg.base_width
+        self.entry = ConvNormAct(in_chs, w1, 1 if stride == 1 else 3, stride=stride, preact=cfg.preact)
+        self.layers = nn.ModuleList([
+            MicroDenseLayer(c_in, w, g, preact=cfg.preact, memory_efficient=memory_efficient)
+            for c_in, w, g in zip(chans.in_widths, chans.widths, chans.groups)
+        ])
+        self.concat = cfg.aggregation != "residual"
+        self.has_shortcut = cfg.aggregation != "dense"
+        # NOTE: post-activation blocks end like ResNet's: no ReLU inside the branch end, ReLU after the sum.
+        self.fuse = ConvNormAct(chans.fuse_width, out_chs, 1, preact=cfg.preact, act=not self.has_shortcut)
+        self.post_act = nn.ReLU(inplace=False) if not cfg.preact else nn.Identity()
+        if not self.has_shortcut or (in_chs == out_chs and stride == 1):
+            self.shortcut = nn.Identity()
+        else:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_chs),
+            )
+        self.drop_path = DropPath(drop_path) if drop_path > 0 and self.has_shortcut else nn.Identity()
+        self.zero_init_residual = cfg.zero_init_residual and self.has_shortcut
+        if self.zero_init_residual:
+            self.zero_init_last()
+
+    def zero_init_last(self) -> None:
+        """Zero the residual branch's last weights: the block starts as its shortcut."""
+        self.fuse.zero_init_last()
+
+    def set_memory_efficient(self, enable: bool = True) -> None:
+        for layer in self.layers:
+            layer.memory_efficient = enable
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x): the branch alone, without the shortcut."""
+        features: List[torch.Tensor] = [self.entry(x)]
+        for layer in self.layers:
+            if self.concat:
+                features.append(layer(features))
+            else:
+                features.append(layer([features[-1]]))
+        if self.concat:
+            return self.fuse(torch.cat(features, 1))
+        return self.fuse(features[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.drop_path(self.residual(x))
+        if self.has_shortcut:
+            out = out + self.shortcut(x)
+        return self.post_act(out)

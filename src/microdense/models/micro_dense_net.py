@@ -1,0 +1,343 @@
+"""Micro-Dense Nets (CIFAR and ImageNet families) as timm models.
+
+Zhu et al., "When Residual Learning Meets Dense Aggregation: Rethinking the Aggregation of Deep
+Neural Networks", arXiv:2004.08796. The layer tables are not public: the widths below are this
+project's reconstruction (DESIGN.md §1), sized to the targets named there. A variant is a
+`MicroDenseNetCfg` in `model_cfgs`; any `MicroDenseBlockCfg` field can be overridden at creation:
+
+    timm.create_model("microdensenet_cifar_base", pyramid="constant", cardinality="fixed")
+"""
+from dataclasses import dataclass, fields, replace
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import BatchNormAct2d, ClassifierHead
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from microdense.layers import MicroDenseBlock, MicroDenseBlockCfg
+
+__all__ = ["MicroDenseNet", "MicroDenseNetCfg", "MicroDenseStageCfg", "model_cfgs", "CIFAR10_MEAN", "CIFAR10_STD"]
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+STEM_TYPES = ("cifar", "deep", "7x7")
+
+
+@dataclass(frozen=True)
+class MicroDenseStageCfg:
+    """One stage: `depth` blocks producing `out_chs` channels; the first block of every stage but
+    the first halves the resolution."""
+
+    out_chs: int
+    depth: int
+    block: MicroDenseBlockCfg
+
+
+@dataclass(frozen=True)
+class MicroDenseNetCfg:
+    """A whole network as data.
+
+    Attributes:
+        stages: the stages, in order.
+        stem_width: channels out of the stem.
+        stem_type: "cifar" (Conv3x3, stride 1), "deep" (three Conv3x3, the first stride 2, then a
+            3x3/2 max-pool) or "7x7" (Conv7x7/2 then a 3x3/2 max-pool).
+    """
+
+    stages: Tuple[MicroDenseStageCfg, ...]
+    stem_width: int = 32
+    stem_type: str = "cifar"
+
+
+def _stages(
+        widths: Tuple[int, ...],
+        depths: Tuple[int, ...],
+        base_widths: Tuple[int, ...],
+        **block_kwargs: Any,
+) -> Tuple[MicroDenseStageCfg, ...]:
+    return tuple(
+        MicroDenseStageCfg(c, n, MicroDenseBlockCfg(base_width=w, **block_kwargs))
+        for c, n, w in zip(widths, depths, base_widths)
+    )
+
+
+# NOTE: widths are the project's reconstruction, sized so each variant meets its DESIGN.md target
+# (tested in tests/models/test_sizes.py): parameters for CIFAR at 10 classes, MACs for ImageNet.
+model_cfgs: Dict[str, MicroDenseNetCfg] = dict(
+    microdensenet_cifar_tiny=MicroDenseNetCfg(
+        stages=_stages((48, 96, 192), (1, 1, 1), (16, 24, 48), group_width=8), stem_width=16),
+    microdensenet_cifar_small=MicroDenseNetCfg(
+        stages=_stages((64, 128, 256), (3, 3, 3), (16, 32, 64), group_width=8), stem_width=32),
+    microdensenet_cifar_base=MicroDenseNetCfg(
+        stages=_stages((128, 256, 512), (4, 4, 3), (32, 64, 120), group_width=8), stem_width=32),
+    microdensenet_cifar_large=MicroDenseNetCfg(
+        stages=_stages((192, 384, 768), (4, 4, 4), (48, 96, 192), group_width=16), stem_width=48),
+    microdensenet_imagenet_small=MicroDenseNetCfg(
+        stages=_stages((96, 192, 384, 768), (2, 2, 2, 2), (32, 48, 96, 192), group_width=16),
+        stem_width=64, stem_type="deep"),
+    microdensenet_imagenet_base=MicroDenseNetCfg(
+        stages=_stages((192, 384, 768, 1536), (3, 4, 6, 3), (24, 48, 96, 192), group_width=8),
+        stem_width=64, stem_type="deep"),
+)
+
+
+def _conv_bn_act(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, bias=False),
+        BatchNormAct2d(out_chs),
+    )
+
+
+def create_stem(in_chans: int, out_chs: int, stem_type: str) -> Tuple[nn.Module, int]:
+    """Build the stem; returns it with its total stride."""
+    if stem_type == "cifar":
+        # NOTE: no BN-ReLU: every pre-activation block starts with its own.
+        return nn.Sequential(nn.Conv2d(in_chans, out_chs, 3, 1, 1, bias=False)), 1
+    if stem_type == "deep":
+        mid = out_chs // 2
+        return nn.Sequential(
+            _conv_bn_act(in_chans, mid, 3, 2),
+            _conv_bn_act(mid, mid, 3),
+            _conv_bn_act(mid, out_chs, 3),
+            nn.MaxPool2d(3, 2, 1),
+        ), 4
+    if stem_type == "7x7":
+        return nn.Sequential(_conv_bn_act(in_chans, out_chs, 7, 2), nn.MaxPool2d(3, 2, 1)), 4
+    raise ValueError(f"MicroDenseNetCfg.stem_type: unknown value {stem_type!r}; choose one of {STEM_TYPES}")
+
+
+class MicroDenseNet(nn.Module):
+    """Stem, stages of Micro-Dense blocks, (BN-ReLU), global pool and a linear classifier.
+
+    Args:
+        cfg: the architecture.
+        num_classes: classifier outputs; 0 for a pooled-feature model.
+        in_chans: input image channels.
+        global_pool: timm pool type ('avg', 'max', ... or '' for none).
+        drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
+        memory_efficient: recompute each layer's concat-BN-ReLU-1x1 in backward (less memory, more time).
+        **block_overrides: `MicroDenseBlockCfg` fields applied to every stage, e.g. `pyramid="constant"`.
+    """
+
+    def __init__(
+            self,
+            cfg: MicroDenseNetCfg,
+            num_classes: int = 1000,
+            in_chans: int = 3,
+            global_pool: str = "avg",
+            drop_rate: float = 0.0,
+            drop_path_rate: float = 0.0,
+            memory_efficient: bool = False,
+            **block_overrides: Any,
+    ):
+        super().__init__()
+        known = {f.name for f in fields(MicroDenseBlockCfg)}
+        unknown = sorted(set(block_overrides) - known)
+        if unknown:
+            raise TypeError(f"MicroDenseNet got unknown arguments {unknown}; block fields are {sorted(known)}")
+        if block_overrides:
+            cfg = replace(cfg, stages=tuple(replace(s, block=replace(s.block, **block_overrides)) for s in cfg.stages))
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        self.stem, reduction = create_stem(in_chans, cfg.stem_width, cfg.stem_type)
+        preact = cfg.stages[0].block.preact
+        total_blocks = sum(s.depth for s in cfg.stages)
+        dpr = torch.linspace(0, drop_path_rate, total_blocks).tolist() if total_blocks > 1 else [drop_path_rate]
+        in_chs, block_idx = cfg.stem_width, 0
+        stages: List[nn.Module] = []
+        self.feature_info: List[Dict[str, Any]] = []
+        for stage_idx, stage in enumerate(cfg.stages):
+            stride = 1 if stage_idx == 0 else 2
+            reduction *= stride
+            blocks = []
+            for i in range(stage.depth):
+                blocks.append(MicroDenseBlock(
+                    in_chs, stage.out_chs, stage.block, stride=stride if i == 0 else 1,
+                    drop_path=dpr[block_idx], memory_efficient=memory_efficient))
+                in_chs, block_idx = stage.out_chs, block_idx + 1
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"stages.{stage_idx}"))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = self.head_hidden_size = in_chs
+        # NOTE: pre-activation blocks leave their output un-normalised; the network adds the last BN-ReLU.
+        self.final_norm = BatchNormAct2d(in_chs) if preact else nn.Identity()
+        self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, MicroDenseBlock) and m.zero_init_residual:
+                m.zero_init_last()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.(\d+)")
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in backward: per block, and inside each block per layer bottleneck."""
+        self.grad_checkpointing = enable
+        for m in self.modules():
+            if isinstance(m, MicroDenseBlock):
+                m.set_memory_efficient(enable)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward features and return the output of each stage named by `indices`.
+
+        Args:
+            x: input images.
+            indices: last n stages if int, all if None, these stages if a sequence.
+            norm: apply the final BN-ReLU to the last stage's intermediate.
+            stop_early: stop after the last stage wanted.
+            output_fmt: only "NCHW".
+            intermediates_only: return the intermediates alone.
+        """
+        assert output_fmt == "NCHW", "Output format must be NCHW."
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        last_idx = len(self.stages) - 1
+        intermediates = []
+        x = self.stem(x)
+        stages = self.stages if not stop_early else self.stages[:max_index + 1]
+        for i, stage in enumerate(stages):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint_seq(stage, x)
+            else:
+                x = stage(x)
+            if i in take_indices:
+                intermediates.append(self.final_norm(x) if norm and i == last_idx else x)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.stages):
+            x = self.final_norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages (and head) that the intermediates at `indices` do not need."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        if prune_norm or max_index < len(self.feature_info) - 1:
+            self.final_norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.stages, x, flatten=True)
+        else:
+            x = self.stages(x)
+        return self.final_norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _create_microdensenet(variant: str, pretrained: bool = False, **kwargs: Any) -> MicroDenseNet:
+    cfg = kwargs.pop("cfg", None) or model_cfgs[variant]
+    out_indices = tuple(range(len(cfg.stages)))
+    return build_model_with_cfg(
+        MicroDenseNet, variant, pretrained,
+        model_cfg=cfg,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
+        "crop_pct": 0.875, "interpolation": "bilinear",
+        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "stem.0.0", "classifier": "head.fc", "license": "apache-2.0",
+        "paper_ids": "arXiv:2004.08796",
+        **kwargs,
+    }
+
+
+def _cifar_cfg(**kwargs: Any) -> Dict[str, Any]:
+    return _cfg(**dict(dict(
+        num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0,
+        mean=CIFAR10_MEAN, std=CIFAR10_STD, first_conv="stem.0"), **kwargs))
+
+
+default_cfgs = generate_default_cfgs({
+    "microdensenet_cifar_tiny": _cifar_cfg(),
+    "microdensenet_cifar_small": _cifar_cfg(),
+    "microdensenet_cifar_base": _cifar_cfg(),
+    "microdensenet_cifar_large": _cifar_cfg(),
+    "microdensenet_imagenet_small": _cfg(),
+    "microdensenet_imagenet_base": _cfg(),
+})
+
+
+@register_model
+def microdensenet_cifar_tiny(pretrained: bool = False, **kwargs: Any) -> MicroDenseNet:
+    """Micro-Dense Net for CIFAR, about 0.25M parameters: CPU demos and tests."""
+    return _create_microdensenet("microdensenet_cifar_tiny", pretrained, **kwargs)
+
+
+@register_model
+def microdensenet_cifar_small(pretrained: bool = False, **kwargs: Any) -> MicroDenseNet:
+    """Micro-Dense Net for CIFAR, about 1M parameters: CPU-scale experiments."""
+    return _create_microdensenet("microdensenet_cifar_small", pretrained, **kwargs)
+
+
+@register_model
+def microdensenet_cifar_base(pretrained: bool = False, **kwargs: Any) -> MicroDenseNet:
+    """Micro-Dense Net for CIFAR, 4.0M parameters: the paper's headline size."""
+    return _create_microdensenet("microdensenet_cifar_base", pretrained, **kwargs)
+
+
+@register_model
+def microdensenet_cifar_large(pretrained: bool = False, **kwargs: Any) -> MicroDenseNet:
+    """Micro-Dense Net for CIFAR, about 12M parameters: the top of the scaling curve."""
+    return _create_microdensenet("microdensenet_cifar_large", pretrained, **kwargs)
+
+
+@register_model
+def microdensenet_imagenet_small(pretrained: bool = False, **kwargs: Any) -> MicroDenseNet:
+    """Micro-Dense Net for ImageNet within ResNet-18's 1.8 GMACs."""
+    return _create_microdensenet("microdensenet_imagenet_small", pretrained, **kwargs)
+
+
+@register_model
+def microdensenet_imagenet_base(pretrained: bool = False, **kwargs: Any) -> MicroDenseNet:
+    """Micro-Dense Net for ImageNet within ResNet-50's 4.1 GMACs."""
+    return _create_microdensenet("microdensenet_imagenet_base", pretrained, **kwargs)
