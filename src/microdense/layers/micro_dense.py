@@ -12,6 +12,7 @@ A block with micro_depth L (pre-activation form):
 
 The module knows nothing of whole networks, so it can be dropped into any CNN.
 """
+import contextlib
 from dataclasses import dataclass
 from typing import List
 
@@ -134,6 +135,21 @@ class ConvNormAct(nn.Sequential):
         nn.init.zeros_(self[1].weight)  # the conv (pre-act) or the BN after it (post-act)
 
 
+@contextlib.contextmanager
+def _frozen_bn_stats(module: nn.Module):
+    """Run BN layers in `module` without touching their running statistics (for recomputation)."""
+    saved = [(bn, bn.momentum, bn.num_batches_tracked.clone()) for bn in module.modules()
+             if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.track_running_stats]
+    for bn, _, _ in saved:
+        bn.momentum = 0.0  # running = 1 * running + 0 * batch: unchanged
+    try:
+        yield
+    finally:
+        for bn, momentum, tracked in saved:
+            bn.momentum = momentum
+            bn.num_batches_tracked.copy_(tracked)
+
+
 def _any_requires_grad(tensors: List[torch.Tensor]) -> bool:
     for t in tensors:
         if t.requires_grad:
@@ -156,8 +172,13 @@ class MicroDenseLayer(nn.Module):
     @torch.jit.unused
     def checkpointed_bottleneck(self, features: List[torch.Tensor]) -> torch.Tensor:
         # NOTE: as torchvision's DenseNet: only the concat-BN-ReLU-1x1 is recomputed in backward, so the
-        # wide concatenation and its normalised copy are never stored.
-        return torch.utils.checkpoint.checkpoint(lambda *fs: self.bottleneck(list(fs)), *features, use_reentrant=False)
+        # wide concatenation and its normalised copy are never stored. Unlike it, the recomputation leaves
+        # BN running statistics alone, so both paths end with the same buffers.
+        return torch.utils.checkpoint.checkpoint(
+            lambda *fs: self.bottleneck(list(fs)), *features,
+            use_reentrant=False,
+            context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(self.conv1)),
+        )
 
     def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
         if self.memory_efficient and not torch.jit.is_scripting() and _any_requires_grad(features):

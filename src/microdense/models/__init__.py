@@ -1,4 +1,8 @@
 """Model families; importing this package registers every model with timm."""
+from microdense.models._registry import check_model_name, create_model, list_models, resolve_input_size
 from microdense.models.micro_dense_net import MicroDenseNet, MicroDenseNetCfg, MicroDenseStageCfg, model_cfgs
 
-__all__ = ["MicroDenseNet", "MicroDenseNetCfg", "MicroDenseStageCfg", "model_cfgs"]
+__all__ = [
+    "MicroDenseNet", "MicroDenseNetCfg", "MicroDenseStageCfg", "model_cfgs",
+    "check_model_name", "create_model", "list_models", "resolve_input_size",
+]

@@ -152,7 +152,7 @@ class MicroDenseNet(nn.Module):
         dpr = torch.linspace(0, drop_path_rate, total_blocks).tolist() if total_blocks > 1 else [drop_path_rate]
         in_chs, block_idx = cfg.stem_width, 0
         stages: List[nn.Module] = []
-        self.feature_info: List[Dict[str, Any]] = []
+        self.feature_info = []
         for stage_idx, stage in enumerate(cfg.stages):
             stride = 1 if stage_idx == 0 else 2
             reduction *= stride

@@ -1,0 +1,1 @@
+"""Measuring models: size (parameters, MACs) and speed/memory benchmarks."""

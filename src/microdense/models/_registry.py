@@ -1,0 +1,44 @@
+"""The project's view of timm's registry: which models are ours, and creating one by name."""
+import difflib
+from typing import Any, List, Tuple
+
+import timm
+import torch.nn as nn
+from timm.models import is_model, model_entrypoint
+
+from microdense.errors import UserError
+
+
+def list_models(pattern: str = "") -> List[str]:
+    """Names of the models this project registers, optionally filtered by a timm wildcard pattern."""
+    names = timm.list_models(pattern or "*")
+    return [n for n in names if model_entrypoint(n).__module__.startswith("microdense.")]
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a name timm does not know, suggesting close registered names."""
+    if is_model(name):
+        return
+    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
+    close = close or difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "run `microdense models` for the list."
+    raise UserError(f"unknown model {name!r}; {hint}", exit_code=2)
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """`timm.create_model` with a clear error for unknown names and for configs that cannot be built."""
+    check_model_name(name)
+    try:
+        return timm.create_model(name, **kwargs)
+    except ValueError as e:  # a refused configuration (e.g. a width that breaks a divisibility rule)
+        raise UserError(f"cannot build {name}: {e}", exit_code=2) from e
+
+
+def resolve_input_size(model: nn.Module) -> Tuple[int, int, int]:
+    """(C, H, W) the model is designed for: H, W from its timm pretrained_cfg, C from its first conv."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    c, h, w = cfg.get("input_size", (3, 224, 224))
+    first_conv = cfg.get("first_conv")
+    if first_conv:
+        c = getattr(model.get_submodule(first_conv), "in_channels", c)
+    return c, h, w

@@ -1,0 +1,68 @@
+"""Every variant meets its DESIGN.md target, and golden counts catch silent drift."""
+import pytest
+import timm
+import torch
+
+import microdense  # noqa: F401
+from microdense.bench.size import measure_size
+from microdense.models import resolve_input_size
+
+# Parameters at the family's class count (10 CIFAR, 1000 ImageNet); MACs at its input size.
+GOLDEN = {
+    "microdensenet_cifar_tiny": (260_506, 43_452_288),
+    "microdensenet_cifar_small": (1_070_122, 166_758_912),
+    "microdensenet_cifar_base": (4_014_890, 694_461_440),
+    "microdensenet_cifar_large": (11_736_826, 1_792_040_448),
+    "microdensenet_imagenet_small": (7_367_048, 1_575_290_880),
+    "microdensenet_imagenet_base": (19_498_312, 3_277_777_920),
+}
+
+# (low, high) bounds from DESIGN.md §1: "about" = ±25% for the exploratory sizes, ±3% for base.
+PARAM_TARGETS = {
+    "microdensenet_cifar_tiny": (0.25e6 * 0.75, 0.25e6 * 1.25),
+    "microdensenet_cifar_small": (1e6 * 0.75, 1e6 * 1.25),
+    "microdensenet_cifar_base": (4.0e6 * 0.97, 4.0e6 * 1.03),
+    "microdensenet_cifar_large": (12e6 * 0.75, 12e6 * 1.25),
+}
+MAC_BUDGETS = {"microdensenet_imagenet_small": 1.8e9, "microdensenet_imagenet_base": 4.1e9}
+
+
+@pytest.fixture(scope="module")
+def sizes():
+    out = {}
+    for name in GOLDEN:
+        model = timm.create_model(name)
+        out[name] = measure_size(name, model, resolve_input_size(model))
+    return out
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_golden_counts(sizes, name):
+    assert (sizes[name].params, sizes[name].macs) == GOLDEN[name]
+
+
+@pytest.mark.parametrize("name", PARAM_TARGETS)
+def test_cifar_param_targets(sizes, name):
+    low, high = PARAM_TARGETS[name]
+    assert low <= sizes[name].params <= high
+
+
+@pytest.mark.parametrize("name", MAC_BUDGETS)
+def test_imagenet_mac_budgets(sizes, name):
+    assert sizes[name].macs <= MAC_BUDGETS[name]
+
+
+def test_stage_rows_add_up(sizes):
+    s = sizes["microdensenet_cifar_base"]
+    assert [st.width for st in s.stages] == [128, 256, 512]
+    assert [st.blocks for st in s.stages] == [4, 4, 3]
+    model = timm.create_model("microdensenet_cifar_base")
+    outside = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("stages."))
+    assert sum(st.params for st in s.stages) + outside == s.params
+    assert sum(st.macs for st in s.stages) < s.macs
+
+
+def test_macs_are_half_the_counted_flops():
+    """A 1x1 conv with known shape: MACs = H*W*Cin*Cout exactly."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1, bias=False))
+    assert measure_size("conv", net, (3, 4, 4)).macs == 4 * 4 * 3 * 8

@@ -1,0 +1,50 @@
+"""The command line as a user meets it: output, JSON shape, one-line errors with exit codes."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from microdense.cli import main
+
+
+def test_models_lists_one_name_per_line(capsys):
+    assert main(["models"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "microdensenet_cifar_base" in names and names == sorted(names)
+    assert main(["models", "*imagenet*"]) == 0
+    assert capsys.readouterr().out.split() == ["microdensenet_imagenet_base", "microdensenet_imagenet_small"]
+
+
+def test_info_table(capsys):
+    assert main(["info", "microdensenet_cifar_tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "260.506K parameters" in out and "43.452M MACs" in out and "3x32x32" in out and "10 classes" in out
+    assert out.count("\n") >= 6  # heading, header, three stages, total
+
+
+def test_info_json(capsys):
+    assert main(["info", "microdensenet_cifar_tiny", "--num-classes", "100", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["name"] == "microdensenet_cifar_tiny"
+    assert info["num_classes"] == 100 and info["input_size"] == [3, 32, 32]
+    assert info["params"] == 260_506 + 90 * 193  # 90 more classes, each 192 weights + a bias
+    assert info["macs"] > 0 and len(info["stages"]) == 3
+    assert {"width", "blocks", "params", "macs"} <= set(info["stages"][0])
+
+
+def test_unknown_model_one_line_with_suggestions_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "microdense.cli", "info", "microdensenet_cifar_bas"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "unknown model 'microdensenet_cifar_bas'" in lines[0] and "microdensenet_cifar_base" in lines[0]
+
+
+def test_refused_config_is_one_line(capsys):
+    from microdense.errors import UserError
+    from microdense.models import create_model
+    with pytest.raises(UserError, match="MicroDenseBlockCfg.base_width: 12 is not divisible by group_width 8"):
+        create_model("microdensenet_cifar_tiny", base_width=12)
