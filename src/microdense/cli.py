@@ -52,6 +52,77 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_set(items: List[str]) -> dict:
+    import yaml
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set takes KEY=VALUE, got {item!r}", exit_code=2)
+        out[key.replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from microdense.train.config import FIELDS, resolve_config
+    from microdense.train.run import CONFIG_FILE, train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cli = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
+    extra = _parse_set(args.set)
+    unknown = sorted(set(extra) - set(FIELDS))
+    if unknown:
+        raise UserError(f"--set names unknown field(s) {unknown}; fields are {', '.join(FIELDS)}", exit_code=2)
+    cli = {**extra, **cli}
+    config_file = args.config
+    if args.resume and args.out and not config_file and (Path(args.out) / CONFIG_FILE).exists():
+        config_file = str(Path(args.out) / CONFIG_FILE)  # continue the run as it was configured
+    cfg = resolve_config(cli, config_file)
+    result = train(cfg)
+    if result.primary:  # one summary, from the global-rank-0 process
+        top1 = "n/a" if result.val_top1 is None else f"{100 * result.val_top1:.2f}%"
+        top5 = "n/a" if result.val_top5 is None else f"{100 * result.val_top5:.2f}%"
+        rate = "n/a" if result.train_img_s is None else f"{result.train_img_s:.0f} img/s"
+        print(f"done: {cfg.model} on {cfg.data}, {result.epochs} epochs / {result.steps} steps in "
+              f"{result.seconds:.0f}s; val top-1 {top1}, top-5 {top5}; last epoch {rate}; run folder {result.run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from microdense.train.evaluate import evaluate
+
+    result = evaluate(args.checkpoint, args.data, args.data_dir, args.val_split, args.batch_size, args.workers,
+                      args.seed, args.plot, args.accelerator)
+    if args.per_class:
+        width = max(len(c) for c in result.per_class)
+        for name, acc in result.per_class.items():
+            print(f"{name:<{width}}  {100 * acc:6.2f}%")
+    if args.plot:
+        print(f"confusion matrix: {args.plot}")
+    summary = dict(top1=result.top1, top5=result.top5, loss=result.loss, images=result.images)
+    if args.json:
+        if args.per_class:
+            summary["per_class"] = result.per_class
+        print(json.dumps(summary))
+    else:
+        print(f"top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%  loss {result.loss:.4f}  "
+              f"images {result.images}")
+    return 0
+
+
+def _add_data_args(p: argparse.ArgumentParser, default_data: Optional[str]) -> None:
+    p.add_argument("--data", choices=("synthetic", "cifar10", "cifar100", "imagefolder"), default=default_data,
+                   help="dataset (default: synthetic)")
+    p.add_argument("--data-dir", help="dataset folder (CIFAR root, or an ImageFolder tree)")
+    p.add_argument("--val-split", type=float, help="hold out this stratified fraction of the training images")
+    p.add_argument("--batch-size", type=int, help="images per device per step")
+    p.add_argument("--workers", type=int, help="loader worker processes (large images)")
+    p.add_argument("--seed", type=int, help="seed for data order, splits and initialisation")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="microdense", description="Micro-Dense Nets: models, training, benchmarks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -65,6 +136,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the model's)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train a model (no flags: a short demo run on synthetic data)",
+                       description="Every flag can also be set in a YAML file given with --config; flags win.")
+    p.add_argument("--config", help="YAML file of training fields")
+    p.add_argument("--model", help="registered model name (default microdensenet_cifar_tiny)")
+    p.add_argument("--num-classes", type=int, help="classifier outputs (default: from the data)")
+    _add_data_args(p, None)
+    p.add_argument("--download", action="store_true", default=None, help="download CIFAR if missing")
+    p.add_argument("--recipe", choices=("paper", "fast", "imagenet"), help="training recipe (default fast)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--out", help="run folder (default runs/<model>-<data>-<time>)")
+    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
+    p.add_argument("--devices", help="devices per node: a count, 'auto', or a list like '0,1'")
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--precision", help="Lightning precision: 32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--accelerator", help="cpu, gpu, auto")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other training field, e.g. --set ema_decay=0.9998 --set mixup=0.2")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5/loss of a trained model")
+    p.add_argument("--checkpoint", required=True, help="run folder, model.safetensors or a .ckpt")
+    _add_data_args(p, "synthetic")
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--json", action="store_true", help="last line printed is one JSON object")
+    p.add_argument("--per-class", action="store_true", help="accuracy of every class")
+    p.add_argument("--plot", metavar="PNG", help="write the confusion matrix here")
+    p.set_defaults(func=cmd_eval, batch_size=256, workers=4, seed=0)
     return parser
 
 

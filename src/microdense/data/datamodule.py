@@ -1,0 +1,193 @@
+"""The LightningDataModule: one place that turns a data choice into train/val loaders.
+
+Small images take the fast path: the split is one uint8 tensor, a loader slices whole batches out of
+it (`__getitems__`, no per-image Python), and `on_after_batch_transfer` augments and normalises the
+batch on the training device. Large images go through torchvision transforms v2 in worker processes.
+"""
+import logging
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple
+
+import lightning.pytorch as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from microdense.data.augment import BatchAugmentCfg, augment_batch, cutout, normalize
+from microdense.data.loader import ResumableDataLoader, ShardedSampler, batch_collate
+from microdense.data.sources import DataSource, FileImages, TensorImages, load_source
+from microdense.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    data: str = "synthetic"
+    data_dir: Optional[str] = None
+    download: bool = False
+    val_split: Optional[float] = None
+    batch_size: int = 128
+    workers: int = 4
+    img_size: int = 224  # large-image path only: train crop and eval size
+    crop_pct: float = 0.875  # large-image path only: eval resize = img_size / crop_pct
+    crop_padding: int = 4
+    flip: bool = True
+    cutout: int = 0
+    randaugment: Optional[str] = None  # a timm RandAugment spec, e.g. "rand-m9-mstd0.5"
+    seed: int = 0
+
+
+class TensorImageDataset(Dataset):
+    """Batches sliced from an in-memory uint8 tensor; optional per-image transform (RandAugment)."""
+
+    def __init__(self, split: TensorImages, transform: Optional[Any] = None):
+        self.images, self.labels, self.transform = split.images, split.labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        images = self.images[idx]
+        if self.transform is not None:
+            images = torch.stack([
+                v2.functional.pil_to_tensor(self.transform(v2.functional.to_pil_image(img))) for img in images])
+        return images, self.labels[idx]
+
+
+class FileImageDataset(Dataset):
+    def __init__(self, split: FileImages, transform: Any):
+        self.paths, self.labels, self.transform = split.paths, split.labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        with Image.open(self.paths[i]) as img:
+            return self.transform(img.convert("RGB")), self.labels[i]
+
+
+def _channel_stats(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    x = images[: 50_000].float().div_(255)
+    return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).tolist())
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Train/val loaders for any supported data, with the small-image fast path when it applies.
+
+    Args:
+        cfg: what to load and how to augment it.
+        num_classes: classifier size; None takes it from the data. Refused if smaller than the labels.
+    """
+
+    def __init__(self, cfg: DataCfg, num_classes: Optional[int] = None, source: Optional[DataSource] = None,
+                 mean_std: Optional[Tuple[Sequence[float], Sequence[float]]] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.requested_classes = num_classes
+        self.source = source
+        self.mean_std = mean_std  # fixed normalisation (evaluating a trained model); None: from the data
+        self.mean: Sequence[float] = (0.5, 0.5, 0.5)
+        self.std: Sequence[float] = (0.25, 0.25, 0.25)
+
+    def prepare_data(self) -> None:
+        # NOTE: runs on one process per node: the only place a download may happen.
+        if self.cfg.download and self.cfg.data in ("cifar10", "cifar100"):
+            load_source(self.cfg.data, self.cfg.data_dir, True, None, self.cfg.seed)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.source is None:
+            c = self.cfg
+            self.source = load_source(c.data, c.data_dir, False, c.val_split, c.seed)
+        self._check_labels()
+        if self.mean_std is not None:
+            self.mean, self.std = self.mean_std
+        elif self.small:
+            self.mean, self.std = _channel_stats(self.source.train.images)
+        else:
+            from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+            self.mean, self.std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    def _check_labels(self) -> None:
+        found = max(int(split.labels.max()) + 1 for split in (self.source.train, self.source.val) if split is not None)
+        if self.requested_classes is not None and self.requested_classes < found:
+            raise UserError(f"--num-classes {self.requested_classes} is smaller than the {found} classes found in "
+                            f"the data; raise it to at least {found} or drop it to use the data's count")
+
+    @property
+    def small(self) -> bool:
+        return isinstance(self.source.train, TensorImages)
+
+    @property
+    def num_classes(self) -> int:
+        return self.requested_classes or len(self.source.classes)
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        if self.small:
+            return tuple(self.source.train.images.shape[-2:])
+        return self.cfg.img_size, self.cfg.img_size
+
+    def _rank(self) -> Tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _large_transform(self, train: bool) -> v2.Compose:
+        c = self.cfg
+        if train:
+            ops: List[Any] = [v2.RandomResizedCrop(c.img_size, antialias=True)]
+            if c.flip:
+                ops.append(v2.RandomHorizontalFlip())
+            if c.randaugment:
+                from timm.data.auto_augment import rand_augment_transform
+                ops.append(rand_augment_transform(c.randaugment, dict(img_mean=(124, 116, 104))))
+        else:
+            ops = [v2.Resize(int(round(c.img_size / c.crop_pct)), antialias=True), v2.CenterCrop(c.img_size)]
+        ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+        if train and c.cutout:
+            ops.append(v2.RandomErasing(p=1.0, scale=(0.02, 0.02), ratio=(1.0, 1.0), value=0))
+        return v2.Compose(ops)
+
+    def _loader(self, split: Any, train: bool) -> DataLoader:
+        rank, world = self._rank()
+        c = self.cfg
+        sampler = ShardedSampler(len(split), rank, world, shuffle=train, seed=c.seed, pad=train)
+        if self.small:
+            transform = None
+            if train and c.randaugment:
+                from timm.data.auto_augment import rand_augment_transform
+                transform = rand_augment_transform(c.randaugment, dict(img_mean=(124, 116, 104)))
+            dataset = TensorImageDataset(split, transform)
+            workers = c.workers if transform is not None else 0  # slicing a tensor needs no workers
+            kwargs = dict(collate_fn=batch_collate, num_workers=workers, persistent_workers=workers > 0)
+        else:
+            dataset = FileImageDataset(split, self._large_transform(train))
+            kwargs = dict(num_workers=c.workers, persistent_workers=c.workers > 0, pin_memory=torch.cuda.is_available())
+        return ResumableDataLoader(dataset, sampler, batch_size=c.batch_size, drop_last=train and len(split) >= c.batch_size * world, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.source.train, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.source.val, train=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not self.small:
+            return batch
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        if training:
+            # NOTE: the generator is seeded by (seed, step, rank): a resumed run draws the same augmentations.
+            rank, _ = self._rank()
+            g = torch.Generator(device=images.device)
+            g.manual_seed(hash((self.cfg.seed, self.trainer.global_step, rank)) & 0xFFFF_FFFF)
+            images = augment_batch(images, BatchAugmentCfg(self.cfg.crop_padding, self.cfg.flip), g)
+        images = normalize(images, self.mean, self.std)
+        if training and self.cfg.cutout:
+            images = cutout(images, self.cfg.cutout, g)
+        return images, labels

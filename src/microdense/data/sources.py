@@ -1,0 +1,233 @@
+"""Where images come from: the synthetic set, CIFAR-10/100 on disk, or any ImageFolder tree.
+
+Small images (<= 64 px) are decoded once into one uint8 tensor (`TensorImages`); large ones stay
+files (`FileImages`) for per-image torchvision transforms. Every failure the user can fix is a
+`UserError` naming the path and the fix.
+"""
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from tqdm.auto import tqdm
+
+from microdense.data.synthetic import make_synthetic
+from microdense.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SMALL_IMAGE_MAX_SIDE = 64
+SYNTHETIC_TRAIN, SYNTHETIC_VAL = 5000, 1000
+
+
+@dataclass
+class TensorImages:
+    """A decoded split: uint8 images N x 3 x H x W and int64 labels, both in memory."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: torch.Tensor) -> "TensorImages":
+        return TensorImages(self.images[idx], self.labels[idx])
+
+
+@dataclass
+class FileImages:
+    """An undecoded split: image paths and their labels."""
+
+    paths: List[str]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: torch.Tensor) -> "FileImages":
+        return FileImages([self.paths[i] for i in idx.tolist()], self.labels[idx])
+
+
+Split = Union[TensorImages, FileImages]
+
+
+@dataclass
+class DataSource:
+    train: Split
+    val: Optional[Split]
+    classes: List[str]
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, held-out): `fraction` of every class, chosen by `seed`."""
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"--val-split must be between 0 and 1 (exclusive), got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    held: List[torch.Tensor] = []
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        held.append(idx[: max(1, round(fraction * len(idx)))] if len(idx) > 1 else idx[:0])
+    held_idx = torch.cat(held).sort().values
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[held_idx] = False
+    return mask.nonzero().flatten(), held_idx
+
+
+def load_synthetic(seed: int) -> DataSource:
+    images, labels = make_synthetic(SYNTHETIC_TRAIN + SYNTHETIC_VAL, seed=seed)
+    data = TensorImages(images, labels)
+    n = SYNTHETIC_TRAIN
+    return DataSource(data.subset(torch.arange(n)), data.subset(torch.arange(n, len(data))),
+                      [f"class_{i}" for i in range(10)])
+
+
+def load_cifar(name: str, root: str, download: bool) -> DataSource:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    try:
+        train = cls(root, train=True, download=download)
+        val = cls(root, train=False, download=download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
+        folder = Path(root) / cls.base_folder
+        raise UserError(f"{name} not found or corrupt at {folder}; pass --download to fetch it, "
+                        f"or --data-dir pointing at the folder that holds {cls.base_folder}") from e
+
+    def to_split(ds) -> TensorImages:
+        return TensorImages(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets))
+
+    return DataSource(to_split(train), to_split(val), list(train.classes))
+
+
+def _scan_folder(root: Path) -> Tuple[List[str], List[str], List[int]]:
+    if not root.is_dir():
+        raise UserError(f"data folder {root} does not exist; pass --data-dir pointing at a root/<class>/<image> tree")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    if not classes:
+        raise UserError(f"data folder {root} has no class sub-folders; expected {root}/<class>/<image>")
+    paths, labels = [], []
+    for label, cls in enumerate(classes):
+        for dirpath, _, files in sorted(os.walk(root / cls, followlinks=True)):
+            for f in sorted(files):
+                if f.lower().endswith(IMG_EXTENSIONS):
+                    paths.append(os.path.join(dirpath, f))
+                    labels.append(label)
+    if not paths:
+        raise UserError(f"data folder {root} holds no images (looked for {', '.join(IMG_EXTENSIONS)})")
+    return classes, paths, labels
+
+
+def _decode_rgb(path: str, size: Optional[Tuple[int, int]] = None) -> Optional[torch.Tensor]:
+    """uint8 3 x H x W, converted to RGB (grey, palette and RGBA alike); None when unreadable."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if size is not None and img.size != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.size[1], img.size[0], 3
+                                                                                    ).permute(2, 0, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
+def _first_readable_size(paths: Sequence[str]) -> Tuple[int, int]:
+    for p in paths[:100]:
+        img = _decode_rgb(p)
+        if img is not None:
+            return tuple(img.shape[1:])
+    raise UserError(f"none of the first images could be read, e.g. {paths[0]}; is this an image folder?")
+
+
+def _decode_all(paths: List[str], labels: List[int], size: Tuple[int, int], desc: str) -> TensorImages:
+    """Decode every image once into one tensor; unreadable images are skipped with a count."""
+    images = torch.empty(len(paths), 3, *size, dtype=torch.uint8)
+    ok = torch.zeros(len(paths), dtype=torch.bool)
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        results = pool.map(lambda p: _decode_rgb(p, size), paths, chunksize=256)
+        for i, img in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img", leave=False)):
+            if img is not None:
+                images[i] = img
+                ok[i] = True
+    bad = [p for p, good in zip(paths, ok.tolist()) if not good]
+    if bad:
+        log.warning("skipped %d unreadable image(s), e.g. %s", len(bad), bad[0])
+    if not ok.any():
+        raise UserError(f"no readable images among {len(paths)} files, e.g. {paths[0]}")
+    return TensorImages(images[ok], torch.tensor(labels)[ok])
+
+
+def _verify_files(paths: List[str], labels: List[int]) -> FileImages:
+    """Keep the files PIL can identify (a header check, not a full decode); skip the rest with a count."""
+    def readable(p: str) -> bool:
+        try:
+            with Image.open(p) as img:
+                img.verify()
+            return True
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return False
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        good = list(tqdm(pool.map(readable, paths, chunksize=256), total=len(paths), desc="checking images",
+                         unit="img", leave=False))
+    bad = [p for p, g in zip(paths, good) if not g]
+    if bad:
+        log.warning("skipped %d unreadable image(s), e.g. %s", len(bad), bad[0])
+    keep = [i for i, g in enumerate(good) if g]
+    return FileImages([paths[i] for i in keep], torch.tensor(labels)[keep])
+
+
+def _load_tree(root: Path, classes: Optional[List[str]], small: Optional[bool], desc: str
+               ) -> Tuple[Split, List[str], bool]:
+    found, paths, labels = _scan_folder(root)
+    if classes is not None and found != classes:
+        raise UserError(f"{root} has classes {found[:5]}... but the training split has {classes[:5]}...; "
+                        "the train and val folders must hold the same class folders")
+    size = _first_readable_size(paths)
+    if small is None:
+        small = max(size) <= SMALL_IMAGE_MAX_SIDE
+    split = _decode_all(paths, labels, size, desc) if small else _verify_files(paths, labels)
+    return split, found, small
+
+
+def load_imagefolder(root: str) -> DataSource:
+    """root/<class>/<image>, or root/train and root/val with that layout inside each (val may be absent)."""
+    base = Path(root)
+    if (base / "train").is_dir():
+        train, classes, small = _load_tree(base / "train", None, None, "decoding train")
+        val = _load_tree(base / "val", classes, small, "decoding val")[0] if (base / "val").is_dir() else None
+        return DataSource(train, val, classes)
+    data, classes, _ = _load_tree(base, None, None, "decoding images")
+    return DataSource(data, None, classes)
+
+
+def load_source(kind: str, data_dir: Optional[str], download: bool, val_split: Optional[float], seed: int
+                ) -> DataSource:
+    """Load a dataset's train and validation splits.
+
+    `val_split` F holds out a stratified fraction F of the training split (chosen by `seed`) as the
+    validation split, replacing any the dataset ships. None keeps the shipped split, or holds out 10%
+    where there is none.
+    """
+    if kind == "synthetic":
+        source = load_synthetic(seed)
+    elif kind in ("cifar10", "cifar100"):
+        source = load_cifar(kind, data_dir or "data", download)
+    elif kind == "imagefolder":
+        if not data_dir:
+            raise UserError("--data imagefolder needs --data-dir pointing at a root/<class>/<image> tree")
+        source = load_imagefolder(data_dir)
+    else:
+        raise UserError(f"unknown --data {kind!r}; choose synthetic, cifar10, cifar100 or imagefolder", exit_code=2)
+    if val_split is None and source.val is None:
+        log.info("no validation split found: holding out 10%% of the training images (set --val-split)")
+        val_split = 0.1
+    if val_split:
+        train_idx, val_idx = stratified_split(source.train.labels, val_split, seed)
+        source = DataSource(source.train.subset(train_idx), source.train.subset(val_idx), source.classes)
+    return source

@@ -1,0 +1,48 @@
+"""Atomic file writes: a temporary file beside the target, then a rename, so a crash never leaves
+half a file where a good one was."""
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Dict, Iterator, Optional, Union
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+PathLike = Union[str, os.PathLike]
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file next to `path`; on success it replaces `path` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, made safe: writes go through a temporary file and a rename, and
+    loads never unpickle code (`weights_only=True`)."""
+
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path: PathLike, storage_options: Optional[Any] = None) -> None:
+        with atomic_open(path, "wb") as f:
+            torch.save(checkpoint, f)
+
+    def load_checkpoint(self, path: PathLike, map_location: Optional[Any] = None, **kwargs: Any) -> Dict[str, Any]:
+        kwargs["weights_only"] = True
+        return super().load_checkpoint(path, map_location=map_location, **kwargs)

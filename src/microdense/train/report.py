@@ -1,0 +1,99 @@
+"""What a run leaves for people to read: metrics.csv per epoch, curves.png, a confusion matrix."""
+import csv
+import io
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import lightning.pytorch as pl
+
+from microdense.io import atomic_open, atomic_write_text
+
+COLUMNS = ("epoch", "step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "img_s")
+
+
+def read_metrics(path: Path) -> List[Dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def write_metrics(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _floats(rows: Sequence[Dict[str, Any]], key: str) -> List[Optional[float]]:
+    return [float(r[key]) if r.get(key) not in (None, "") else None for r in rows]
+
+
+def plot_curves(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
+    """Loss and top-1 against epoch, train and val, as one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "top1", "top-1 accuracy")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            ys = _floats(rows, f"{split}_{key}")
+            pts = [(e, y) for e, y in zip(epochs, ys) if y is not None]
+            if pts:
+                ax.plot(*zip(*pts), style, label=split, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def plot_confusion(path: Path, matrix: Any, classes: Sequence[str]) -> None:
+    """Row-normalised confusion matrix (true class by row) as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = matrix.float()
+    m = m / m.sum(1, keepdim=True).clamp(min=1)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
+    im = ax.imshow(m.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 40:
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+class EpochReport(pl.Callback):
+    """After every epoch: append a row to RUN/metrics.csv and redraw RUN/curves.png (rank 0 only)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.rows = read_metrics(self.run_dir / "metrics.csv")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        row: Dict[str, Any] = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step,
+                               **pl_module.epoch_summary()}
+        metrics = trainer.callback_metrics
+        for key in ("val_loss", "val_top1", "val_top5"):
+            value = metrics.get(key.replace("_", "/", 1))
+            row[key] = None if value is None else float(value)
+        if not trainer.is_global_zero:
+            return
+        self.rows = [r for r in self.rows if int(r["epoch"]) < row["epoch"]] + [row]
+        write_metrics(self.run_dir / "metrics.csv", self.rows)
+        plot_curves(self.run_dir / "curves.png", self.rows)

@@ -1,0 +1,136 @@
+"""`microdense train`: build data, model and Lightning Trainer from a TrainConfig, fit, export, report."""
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from microdense.data.datamodule import DataCfg, ImageDataModule
+from microdense.errors import UserError
+from microdense.io import SafeCheckpointIO, atomic_write_text
+from microdense.models import check_model_name, create_model
+from microdense.train.config import TrainConfig, save_config
+from microdense.train.export import export_model
+from microdense.train.report import EpochReport, read_metrics
+from microdense.train.system import ClassificationSystem
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    val_top1: Optional[float]
+    val_top5: Optional[float]
+    epochs: int
+    steps: int
+    seconds: float
+    train_img_s: Optional[float]
+    primary: bool = True  # this process is global rank 0
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    return Path("runs") / f"{cfg.model}-{cfg.data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> Optional[Path]:
+    """Refuse to write over another run; return the checkpoint to resume from, if resuming."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    holds_run = (run_dir / CONFIG_FILE).exists() or (run_dir / "checkpoints").exists()
+    if resume:
+        if not last.exists():
+            raise UserError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt; drop --resume to start a run")
+        return last
+    if holds_run:
+        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _data_cfg(cfg: TrainConfig) -> DataCfg:
+    fields = {f.name for f in dataclasses.fields(DataCfg)}
+    return DataCfg(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in fields})
+
+
+def _devices(value: str) -> Any:
+    return int(value) if str(value).isdigit() else value
+
+
+def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
+    """Train `cfg.model` as `cfg` says; returns the final figures (also in the run folder)."""
+    check_model_name(cfg.model)
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    cfg = dataclasses.replace(cfg, out=str(run_dir))
+    resume_from = prepare_run_dir(run_dir, cfg.resume)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = ImageDataModule(_data_cfg(cfg), cfg.num_classes)
+    datamodule.setup("fit")
+    num_classes = datamodule.num_classes
+    model_args: Dict[str, Any] = dict(num_classes=num_classes, drop_rate=cfg.drop_rate,
+                                      drop_path_rate=cfg.drop_path_rate, **cfg.model_kwargs)
+    model = create_model(cfg.model, **model_args)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    ckpt_dir = run_dir / "checkpoints"
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/top1", mode="max",
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    # NOTE: a second, unmonitored callback keeps last.ckpt current at every epoch end (and every N steps).
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=cfg.checkpoint_every or None,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    report = EpochReport(run_dir)
+    trainer = pl.Trainer(
+        accelerator=cfg.accelerator,
+        devices=_devices(cfg.devices),
+        num_nodes=cfg.num_nodes,
+        precision=cfg.precision,
+        max_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        gradient_clip_val=cfg.grad_clip,
+        deterministic=cfg.deterministic,
+        use_distributed_sampler=False,  # the data module shards by rank itself, resumably
+        default_root_dir=run_dir,
+        logger=[CSVLogger(run_dir, name="", version="logs"), TensorBoardLogger(run_dir, name="", version="tensorboard")],
+        callbacks=[best, last, report, LearningRateMonitor("step"), *callbacks],
+        plugins=[SafeCheckpointIO()],
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
+    steps_per_epoch = max(1, len(datamodule.source.train) // (datamodule.cfg.batch_size * trainer.world_size))
+    system = ClassificationSystem(model, cfg, num_classes, steps_per_epoch)
+    c, (h, w) = 3, datamodule.image_size
+    system.run_info = dict(model=cfg.model, model_args=model_args, classes=list(datamodule.source.classes),
+                           mean=list(datamodule.mean), std=list(datamodule.std), input_size=[c, h, w],
+                           ema=cfg.ema_decay > 0)
+    if trainer.is_global_zero:
+        atomic_write_text(run_dir / CONFIG_FILE, save_config(cfg))
+
+    start = time.perf_counter()
+    trainer.fit(system, datamodule=datamodule, ckpt_path=resume_from)
+    seconds = time.perf_counter() - start
+
+    rows = read_metrics(run_dir / "metrics.csv")
+    last = {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
+    if trainer.is_global_zero:
+        export_model(system._eval_model(), run_dir, cfg.model, model_args, datamodule.source.classes,
+                     datamodule.mean, datamodule.std, (c, h, w),
+                     crop_pct=1.0 if datamodule.small else cfg.crop_pct,
+                     metrics={k: last.get(k) for k in ("val_top1", "val_top5", "val_loss")})
+    return TrainResult(
+        run_dir=run_dir,
+        val_top1=last.get("val_top1"),
+        val_top5=last.get("val_top5"),
+        epochs=trainer.current_epoch,
+        steps=trainer.global_step,
+        seconds=seconds,
+        train_img_s=last.get("img_s"),
+        primary=trainer.is_global_zero,
+    )

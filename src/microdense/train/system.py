@@ -1,0 +1,173 @@
+"""The LightningModule: a plain timm model plus the loss, optimiser, schedule and metrics around it.
+
+Models never import Lightning; this is the only place that joins them.
+"""
+import math
+import time
+from typing import Any, Dict, Optional
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import param_groups_weight_decay
+from timm.utils import ModelEmaV3
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from microdense.train.config import TrainConfig
+
+
+class ClassificationSystem(pl.LightningModule):
+    """Supervised image classification of `model` under the recipe in `cfg`.
+
+    Args:
+        model: any classifier returning logits (a timm model).
+        cfg: the resolved training configuration.
+        num_classes: the classifier's output count.
+        steps_per_epoch: optimizer steps in one epoch on this process (sizes the schedule).
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, num_classes: int, steps_per_epoch: int = 1):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.mixup = None
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
+                               num_classes=num_classes)
+            self.train_loss = SoftTargetCrossEntropy()
+        else:
+            self.train_loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+        top5 = min(5, num_classes)
+        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self.val_per_class = MulticlassAccuracy(num_classes, top_k=1, average=None)
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self._epoch_start = 0.0
+        self._epoch_images = 0
+        self._epoch_loss = torch.zeros(())
+        self.run_info: Dict[str, Any] = {}  # saved in every checkpoint: what eval needs to rebuild the model
+
+    # -- forward ----------------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    # -- training ---------------------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start, self._epoch_images = time.perf_counter(), 0
+        self._epoch_loss = torch.zeros((), device=self.device)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "mark_consumed"):
+            loader.mark_consumed(batch_idx)
+        # NOTE: reseed per step so dropout/drop-path draws depend on the step alone: a resumed run matches.
+        torch.manual_seed(self.cfg.seed * 1_000_003 + self.global_step * 101 + self.global_rank)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        x = self._prepare(x)
+        target = y
+        if self.mixup is not None and len(x) % 2 == 0:
+            x, target = self.mixup(x, y)
+        elif self.mixup is not None:
+            target = F.one_hot(y, self.num_classes).float()
+        logits = self.model(x)
+        loss = self.train_loss(logits, target)
+        self.train_top1(logits.detach(), y)
+        self._epoch_images += len(y)
+        self._epoch_loss += loss.detach() * len(y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
+        self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    def epoch_summary(self) -> Dict[str, float]:
+        """This epoch's training figures, reduced over every process (called at the epoch's end)."""
+        elapsed = time.perf_counter() - self._epoch_start
+        reduce = self.trainer.strategy.reduce
+        images = reduce(torch.tensor(float(self._epoch_images), device=self.device), reduce_op="sum")
+        loss_sum = reduce(self._epoch_loss.clone(), reduce_op="sum")
+        return {
+            "train_loss": float(loss_sum / images.clamp(min=1)),
+            "train_top1": float(self.train_top1.compute()),
+            "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+            "img_s": float(images) / max(elapsed, 1e-9),
+        }
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["microdense"] = self.run_info
+
+    # -- validation / test ------------------------------------------------------------------------------------------
+    def _evaluate(self, batch: Any, prefix: str) -> None:
+        x, y = batch
+        logits = self._eval_model()(self._prepare(x))
+        loss = F.cross_entropy(logits, y)
+        self.val_top1(logits, y)
+        self.val_top5(logits, y)
+        self.val_per_class.update(logits, y)
+        self.val_confusion.update(logits, y)
+        self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y), prog_bar=prefix == "val")
+        self.log(f"{prefix}/top1", self.val_top1, on_epoch=True, batch_size=len(y), prog_bar=prefix == "val")
+        self.log(f"{prefix}/top5", self.val_top5, on_epoch=True, batch_size=len(y))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_per_class.reset()
+        self.val_confusion.reset()
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    # -- optimisation -----------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        # NOTE: no weight decay on BN parameters and biases (timm's 1-D rule).
+        groups = param_groups_weight_decay(self.model, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        total = self.total_steps()
+        warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        if cfg.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=cfg.lr, total_steps=total, pct_start=max(warmup, 1) / total,
+                anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3, cycle_momentum=False)
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg, step, total, warmup,
+                                                                                  self.steps_per_epoch))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def total_steps(self) -> int:
+        by_epochs = self.steps_per_epoch * max(1, self.cfg.epochs or 1)
+        return max(1, min(by_epochs, self.cfg.max_steps) if self.cfg.max_steps > 0 else by_epochs)
+
+
+def lr_factor(cfg: TrainConfig, step: int, total: int, warmup: int, steps_per_epoch: int) -> float:
+    """Multiplier of the peak lr at `step`: linear warm-up, then step decay or cosine."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "step":
+        epoch = step / steps_per_epoch
+        return 0.1 ** sum(epoch >= m * cfg.epochs for m in cfg.milestones)
+    if cfg.schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose step, cosine or onecycle")

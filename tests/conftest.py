@@ -1,0 +1,33 @@
+"""Shared fixtures: small image trees made by the tests, so nothing depends on downloaded data."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg" / "train"
+
+
+def make_image_tree(root: Path, classes: int = 4, per_class: int = 12, size: int = 16, seed: int = 0) -> Path:
+    """root/<class>/<i>.png: each class a distinct colour plus noise, so a model can learn it."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = rng.integers(0, 256, 3)
+        for i in range(per_class):
+            pixels = np.clip(colour + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path) -> Path:
+    return make_image_tree(tmp_path / "images")
+
+
+@pytest.fixture
+def shared_cifar() -> Path:
+    if not SHARED_CIFAR.is_dir():
+        pytest.skip(f"real CIFAR-10 images not found at {SHARED_CIFAR}")
+    return SHARED_CIFAR

@@ -1,0 +1,108 @@
+"""Data sources, the batched augmentation, the resumable sampler."""
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_image_tree
+from microdense.data.augment import BatchAugmentCfg, augment_batch, cutout, normalize
+from microdense.data.loader import ShardedSampler
+from microdense.data.sources import load_imagefolder, load_source, stratified_split
+from microdense.data.synthetic import make_synthetic
+from microdense.errors import UserError
+
+
+def test_synthetic_is_deterministic_balanced_and_rgb():
+    a, la = make_synthetic(200, seed=3)
+    b, lb = make_synthetic(200, seed=3)
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    assert a.shape == (200, 3, 32, 32) and a.dtype == torch.uint8
+    assert torch.bincount(la).tolist() == [20] * 10
+    assert not torch.equal(make_synthetic(200, seed=4)[0], a)
+
+
+def test_stratified_split_holds_out_each_class_by_seed():
+    labels = torch.arange(100) % 4
+    train, val = stratified_split(labels, 0.2, seed=0)
+    assert torch.bincount(labels[val]).tolist() == [5, 5, 5, 5]
+    assert set(train.tolist()).isdisjoint(val.tolist()) and len(train) + len(val) == 100
+    assert torch.equal(stratified_split(labels, 0.2, seed=0)[1], val)
+    assert not torch.equal(stratified_split(labels, 0.2, seed=1)[1], val)
+
+
+def test_imagefolder_small_images_decode_to_one_tensor(image_tree):
+    source = load_imagefolder(str(image_tree))
+    assert source.classes == ["class0", "class1", "class2", "class3"]
+    assert source.train.images.shape == (48, 3, 16, 16) and source.val is None
+
+
+def test_grayscale_and_rgba_become_rgb(tmp_path):
+    root = make_image_tree(tmp_path / "t", classes=2, per_class=2)
+    Image.new("L", (16, 16), 77).save(root / "class0" / "grey.png")
+    Image.new("RGBA", (16, 16), (10, 20, 30, 128)).save(root / "class1" / "alpha.png")
+    source = load_imagefolder(str(root))
+    assert source.train.images.shape == (6, 3, 16, 16)
+    grey = source.train.images[2]  # class0: 0.png, 1.png, grey.png
+    assert grey.unique().tolist() == [77]
+
+
+def test_corrupt_images_are_skipped_with_a_count(tmp_path, caplog):
+    root = make_image_tree(tmp_path / "t", classes=2, per_class=3)
+    (root / "class1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with caplog.at_level("WARNING"):
+        source = load_imagefolder(str(root))
+    assert len(source.train) == 6
+    assert "skipped 1 unreadable image(s)" in caplog.text and "broken.png" in caplog.text
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing", "does not exist"),
+    (lambda p: p, "has no class sub-folders"),
+    (lambda p: (p / "a").mkdir() or p, "holds no images"),
+])
+def test_missing_or_empty_folder_is_a_user_error(tmp_path, make, message):
+    with pytest.raises(UserError, match=message):
+        load_source("imagefolder", str(make(tmp_path)), False, None, 0)
+
+
+def test_cifar_missing_without_download_says_where_and_how(tmp_path):
+    with pytest.raises(UserError, match=r"cifar10 not found or corrupt at .*cifar-10-batches-py; pass --download"):
+        load_source("cifar10", str(tmp_path), False, None, 0)
+
+
+def test_augment_batch_crops_and_flips_per_image():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
+    same = augment_batch(x, BatchAugmentCfg(crop_padding=0, flip=False))
+    assert torch.equal(same, x)
+    g = torch.Generator().manual_seed(0)
+    flips = [augment_batch(x, BatchAugmentCfg(crop_padding=0, flip=True), g) for _ in range(20)]
+    assert any(torch.equal(f[0], x[0].flip(2)) for f in flips) and any(torch.equal(f[0], x[0]) for f in flips)
+    cropped = augment_batch(x, BatchAugmentCfg(crop_padding=2, flip=False), torch.Generator().manual_seed(1))
+    assert cropped.shape == x.shape and cropped.dtype == torch.uint8
+    # every crop is a window of the reflect-padded image
+    padded = torch.nn.functional.pad(x.float(), (2, 2, 2, 2), mode="reflect")
+    windows = [padded[:, :, i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
+    for n in range(2):
+        assert any(torch.equal(cropped[n].float(), w[n]) for w in windows)
+
+
+def test_cutout_zeroes_one_square_and_normalize_matches_formula():
+    x = torch.ones(3, 3, 16, 16)
+    out = cutout(x, 4, torch.Generator().manual_seed(0))
+    zeros = (out[:, 0] == 0).sum((1, 2))
+    assert all(0 < z <= 16 for z in zeros.tolist())
+    img = torch.full((1, 3, 2, 2), 51, dtype=torch.uint8)
+    y = normalize(img, (0.2, 0.2, 0.2), (0.5, 0.5, 0.5))
+    torch.testing.assert_close(y, torch.zeros_like(y, dtype=torch.float32))
+
+
+def test_sharded_sampler_partitions_and_resumes():
+    shards = [list(ShardedSampler(10, r, 2, shuffle=True, seed=1, pad=True)) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == list(range(10))
+    s = ShardedSampler(10, shuffle=True, seed=1, pad=False)
+    s.set_epoch(3)
+    full = list(s)
+    s.skip = 4
+    assert list(s) == full[4:]
+    assert list(s) == full  # the skip applies once
+    s.set_epoch(4)
+    assert list(s) != full

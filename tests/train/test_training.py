@@ -1,0 +1,167 @@
+"""`microdense train` and `microdense eval` end to end on small image trees the tests make."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+from microdense.cli import main
+from microdense.train.report import read_metrics
+
+TRAIN = ["train", "--data", "imagefolder", "--val-split", "0.25", "--batch-size", "8", "--epochs", "2",
+         "--accelerator", "cpu", "--devices", "1"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "microdense.cli", *args], capture_output=True, text=True)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, text: str, code: int = 1) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("microdense: error:")]
+    assert len(errors) == 1 and text in errors[0], proc.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from conftest import make_image_tree
+    base = tmp_path_factory.mktemp("trained")
+    tree = make_image_tree(base / "images")
+    out = base / "run"
+    assert main([*TRAIN, "--data-dir", str(tree), "--out", str(out)]) == 0
+    return tree, out
+
+
+def test_run_folder_holds_everything(trained_run):
+    _, out = trained_run
+    for name in ("config.yaml", "metrics.csv", "curves.png", "model.safetensors", "config.json",
+                 "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
+        assert (out / name).is_file(), name
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    rows = read_metrics(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row in rows:
+        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "img_s"):
+            assert float(row[key]) >= 0, key
+    assert "model: microdensenet_cifar_tiny" in (out / "config.yaml").read_text()
+    assert not list(out.glob(".*.tmp")), "temporary files left behind"
+
+
+def test_eval_reproduces_final_validation_accuracy(trained_run, tmp_path, capsys):
+    tree, out = trained_run
+    plot = tmp_path / "confusion.png"
+    assert main(["eval", "--checkpoint", str(out), "--data", "imagefolder", "--data-dir", str(tree),
+                 "--val-split", "0.25", "--json", "--per-class", "--plot", str(plot), "--accelerator", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["images"] == 12  # 25% of 4 classes x 12 images
+    assert set(result) >= {"top1", "top5", "loss", "images"}
+    final = read_metrics(out / "metrics.csv")[-1]
+    assert result["top1"] == pytest.approx(float(final["val_top1"]), abs=1e-6)
+    assert result["loss"] == pytest.approx(float(final["val_loss"]), rel=1e-4)
+    assert set(result["per_class"]) == {"class0", "class1", "class2", "class3"}
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    # the Lightning checkpoint gives the same model as the export
+    assert main(["eval", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--data", "imagefolder",
+                 "--data-dir", str(tree), "--val-split", "0.25", "--json", "--accelerator", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top1"] == result["top1"]
+
+
+def test_timm_loads_the_export(trained_run):
+    _, out = trained_run
+    import microdense  # noqa: F401
+    model = timm.create_model(f"local-dir:{out}", pretrained=True)
+    state = load_file(str(out / "model.safetensors"))
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, state[key])
+    assert tuple(model.pretrained_cfg["input_size"]) == (3, 16, 16)
+    assert model.num_classes == 4
+
+
+def test_refuses_to_overwrite_a_run(trained_run):
+    tree, out = trained_run
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "tensorboard" not in p.parts}
+    proc = run_cli(*TRAIN, "--data-dir", str(tree), "--out", str(out))
+    assert_one_line_error(proc, "already holds a run; pass --resume")
+    after = {p: p.read_bytes() for p in before}
+    assert after == before
+
+
+def test_truncated_and_corrupt_checkpoints_are_refused(trained_run, tmp_path):
+    tree, out = trained_run
+    for name in ("last.ckpt", "model.safetensors"):
+        source = out / ("checkpoints" if name.endswith("ckpt") else "") / name
+        bad_dir = tmp_path / name.replace(".", "_")
+        bad_dir.mkdir()
+        bad = bad_dir / name
+        data = source.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+        if name.endswith("safetensors"):
+            (bad_dir / "config.json").write_bytes((out / "config.json").read_bytes())
+        proc = run_cli("eval", "--checkpoint", str(bad), "--data", "imagefolder", "--data-dir", str(tree))
+        assert_one_line_error(proc, "is truncated or corrupt")
+
+
+@pytest.mark.parametrize("args, text, code", [
+    (["--model", "microdensenet_cifar_tin"], "unknown model 'microdensenet_cifar_tin'; did you mean", 2),
+    (["--data-dir", "/nonexistent/folder"], "data folder /nonexistent/folder does not exist", 1),
+    (["--num-classes", "2"], "--num-classes 2 is smaller than the 4 classes found", 1),
+])
+def test_bad_training_input_is_one_line(image_tree, tmp_path, args, text, code):
+    base = [*TRAIN, "--data-dir", str(image_tree), "--out", str(tmp_path / "run")]
+    proc = run_cli(*base, *args)
+    assert_one_line_error(proc, text, code)
+
+
+def test_empty_data_folder_and_resume_without_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = run_cli(*TRAIN, "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "run"))
+    assert_one_line_error(proc, "has no class sub-folders")
+    proc = run_cli("train", "--out", str(tmp_path / "nothing"), "--resume")
+    assert_one_line_error(proc, "nothing to resume")
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import lightning.pytorch as pl
+    from microdense.train.config import resolve_config
+    from microdense.train.run import train
+
+    class KillAt(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == int(sys.argv[2]):
+                os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, like a lost machine
+
+    cfg = resolve_config(dict(data="imagefolder", data_dir=sys.argv[1], val_split=0.25, batch_size=8, epochs=2,
+                              accelerator="cpu", devices="1", deterministic=True, checkpoint_every=1,
+                              out=sys.argv[3]))
+    train(cfg, callbacks=[KillAt()])
+""")
+
+
+def test_resume_after_kill_matches_uninterrupted_run(image_tree, tmp_path):
+    common = [*TRAIN, "--data-dir", str(image_tree), "--set", "deterministic=true", "--set", "checkpoint_every=1"]
+    assert main([*common, "--out", str(tmp_path / "straight")]) == 0
+
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, str(script), str(image_tree), "3", str(killed)], capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    ckpt = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert 0 < ckpt["global_step"] < 4, "the kill must land mid-epoch (4 steps per epoch)"
+    assert not (killed / "model.safetensors").exists()
+
+    assert main(["train", "--out", str(killed), "--resume"]) == 0
+    straight = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    resumed = load_file(str(killed / "model.safetensors"))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
