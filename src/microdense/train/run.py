@@ -1,6 +1,7 @@
 """`microdense train`: build data, model and Lightning Trainer from a TrainConfig, fit, export, report."""
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +41,17 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.model}-{cfg.data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _is_launch_primary() -> bool:
+    """True in the process a person started; False in the other ranks that DDP launchers (Lightning's, torchrun,
+    SLURM) start, which must not judge the run folder that the primary has already prepared."""
+    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
 def prepare_run_dir(run_dir: Path, resume: bool) -> Optional[Path]:
     """Refuse to write over another run; return the checkpoint to resume from, if resuming."""
     last = run_dir / "checkpoints" / "last.ckpt"
+    if not _is_launch_primary():
+        return last if resume else None
     holds_run = (run_dir / CONFIG_FILE).exists() or (run_dir / "checkpoints").exists()
     if resume:
         if not last.exists():

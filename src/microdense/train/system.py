@@ -14,6 +14,7 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import param_groups_weight_decay
 from timm.utils import ModelEmaV3
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from microdense.train.config import TrainConfig
@@ -47,6 +48,7 @@ class ClassificationSystem(pl.LightningModule):
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self.val_loss = MeanMetric()  # weighted by images, so uneven DDP shards reduce to the true mean
         self.val_per_class = MulticlassAccuracy(num_classes, top_k=1, average=None)
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
         self._epoch_start = 0.0
@@ -118,11 +120,12 @@ class ClassificationSystem(pl.LightningModule):
         x, y = batch
         logits = self._eval_model()(self._prepare(x))
         loss = F.cross_entropy(logits, y)
+        self.val_loss.update(loss, weight=len(y))
         self.val_top1(logits, y)
         self.val_top5(logits, y)
         self.val_per_class.update(logits, y)
         self.val_confusion.update(logits, y)
-        self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y), prog_bar=prefix == "val")
+        self.log(f"{prefix}/loss", self.val_loss, on_epoch=True, batch_size=len(y), prog_bar=prefix == "val")
         self.log(f"{prefix}/top1", self.val_top1, on_epoch=True, batch_size=len(y), prog_bar=prefix == "val")
         self.log(f"{prefix}/top5", self.val_top5, on_epoch=True, batch_size=len(y))
 
@@ -145,14 +148,10 @@ class ClassificationSystem(pl.LightningModule):
         groups = param_groups_weight_decay(self.model, weight_decay=cfg.weight_decay)
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
         total = self.total_steps()
-        warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
-        if cfg.schedule == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=cfg.lr, total_steps=total, pct_start=max(warmup, 1) / total,
-                anneal_strategy="cos", div_factor=25.0, final_div_factor=1e3, cycle_momentum=False)
-        else:
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg, step, total, warmup,
-                                                                                  self.steps_per_epoch))
+        # NOTE: a run cut short by max_steps keeps at most half of its steps for warm-up.
+        warmup = min(int(round(cfg.warmup_epochs * self.steps_per_epoch)), total // 2)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: lr_factor(cfg, step, total, warmup, self.steps_per_epoch))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def total_steps(self) -> int:
@@ -161,13 +160,21 @@ class ClassificationSystem(pl.LightningModule):
 
 
 def lr_factor(cfg: TrainConfig, step: int, total: int, warmup: int, steps_per_epoch: int) -> float:
-    """Multiplier of the peak lr at `step`: linear warm-up, then step decay or cosine."""
+    """Multiplier of the peak lr at `step`.
+
+    step: linear warm-up, then / 10 at each milestone. cosine: linear warm-up from 0, cosine to 0.
+    onecycle (Smith's 1cycle as torch's OneCycleLR draws it): linear from 1/25 to 1, cosine down to 1/25,000.
+    """
+    if cfg.schedule == "onecycle":
+        start, end = 1 / 25, 1 / 25_000
+        if step < warmup:
+            return start + (1 - start) * step / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
     if warmup and step < warmup:
         return (step + 1) / warmup
     if cfg.schedule == "step":
         epoch = step / steps_per_epoch
         return 0.1 ** sum(epoch >= m * cfg.epochs for m in cfg.milestones)
-    if cfg.schedule == "cosine":
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose step, cosine or onecycle")
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1 + math.cos(math.pi * progress))

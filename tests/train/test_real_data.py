@@ -1,0 +1,22 @@
+"""Integration on the real CIFAR-10 images beside the project; skipped (visibly) when they are absent."""
+import json
+
+import pytest
+
+from microdense.cli import main
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_train_and_eval_on_shared_cifar10_images(shared_cifar, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", "imagefolder", "--data-dir", str(shared_cifar), "--val-split", "0.1",
+                 "--max-steps", "3", "--batch-size", "32", "--out", str(out), "--accelerator", "cpu",
+                 "--devices", "1", "--set", "checkpoint_every=3"]) == 0
+    assert (out / "model.safetensors").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--data", "imagefolder", "--data-dir", str(shared_cifar),
+                 "--val-split", "0.1", "--json", "--accelerator", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["images"] == 5000  # 10% of every class of the 50,000 training images
+    assert 0.0 <= result["top1"] <= 1.0
