@@ -66,3 +66,24 @@ def test_macs_are_half_the_counted_flops():
     """A 1x1 conv with known shape: MACs = H*W*Cin*Cout exactly."""
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1, bias=False))
     assert measure_size("conv", net, (3, 4, 4)).macs == 4 * 4 * 3 * 8
+
+
+# DESIGN.md §2: published sizes at 10 classes; each must round to it or lie within 2% of it.
+PUBLISHED = {
+    "resnet110_cifar": 1.7e6,
+    "preact_resnet164_cifar": 1.7e6,
+    "wrn28_10_cifar": 36.5e6,
+    "resnext29_8x64d_cifar": 34.4e6,
+    "densenet_bc100_k12_cifar": 0.8e6,
+    "densenet_bc190_k40_cifar": 25.6e6,
+    "pyramidnet110_a48_cifar": 1.7e6,
+    "resnet18_cifar": 11.2e6,
+}
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_baselines_at_published_size(name):
+    params = sum(p.numel() for p in timm.create_model(name, num_classes=10).parameters())
+    published = PUBLISHED[name]
+    rounds_to = round(params / 1e6, 1) == round(published / 1e6, 1)  # published to one decimal of millions
+    assert rounds_to or abs(params - published) <= 0.02 * published, f"{name}: {params / 1e6:.3f}M"

@@ -17,10 +17,12 @@ def _small_input(model, batch=BATCH):
     return torch.randn(batch, c, side, side)
 
 
-def test_registry_holds_the_design_variants():
+def test_registry_holds_the_design_variants_and_baselines():
     assert set(MODELS) >= {
         "microdensenet_cifar_tiny", "microdensenet_cifar_small", "microdensenet_cifar_base",
-        "microdensenet_cifar_large", "microdensenet_imagenet_small", "microdensenet_imagenet_base"}
+        "microdensenet_cifar_large", "microdensenet_imagenet_small", "microdensenet_imagenet_base",
+        "resnet110_cifar", "preact_resnet164_cifar", "wrn28_10_cifar", "resnext29_8x64d_cifar",
+        "densenet_bc100_k12_cifar", "densenet_bc190_k40_cifar", "pyramidnet110_a48_cifar", "resnet18_cifar"}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -37,7 +39,10 @@ def test_forward_finite_and_equal_with_grad_checkpointing(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_backward_reaches_every_parameter(name):
-    model = timm.create_model(name, num_classes=42, zero_init_residual=False).train()
+    # NOTE: zero-initialised residual branches legitimately give their inner layers zero gradients at step 0;
+    # the Micro-Dense Nets can switch that off, so for them every gradient must also be non-zero.
+    ours = name.startswith("microdensenet")
+    model = timm.create_model(name, num_classes=42, **(dict(zero_init_residual=False) if ours else {})).train()
     x = _small_input(model)
     y = model(x)
     assert y.shape == (BATCH, 42)
@@ -45,7 +50,8 @@ def test_backward_reaches_every_parameter(name):
     for pname, p in model.named_parameters():
         assert p.grad is not None, f"{pname} got no gradient"
         assert torch.isfinite(p.grad).all(), f"{pname} has non-finite gradient"
-        assert p.grad.abs().sum() > 0, f"{pname} has an all-zero gradient"
+        if ours:
+            assert p.grad.abs().sum() > 0, f"{pname} has an all-zero gradient"
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -74,7 +80,8 @@ def test_num_classes_in_chans_and_drop_rate(name):
     model = timm.create_model(name, num_classes=7, in_chans=1, drop_rate=0.5).eval()
     x = _small_input(model)[:, :1]
     assert model(x).shape == (BATCH, 7)
-    assert model.get_classifier().out_features == 7
+    fc = model.get_classifier()
+    assert getattr(fc, "out_features", getattr(fc, "out_channels", None)) == 7  # linear, or timm's 1x1-conv head
     model.train()
     torch.manual_seed(0)
     a = model.forward_head(model.forward_features(x).detach())
@@ -110,7 +117,8 @@ def test_forward_intermediates_match_stages(name):
         assert model.forward_intermediates(x, indices=[0], intermediates_only=True)[0].shape == inters[0].shape
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if "cifar" in n][:2])
+@pytest.mark.parametrize("name", ["microdensenet_cifar_tiny", "microdensenet_imagenet_small", "resnet110_cifar",
+                                  "pyramidnet110_a48_cifar"])
 def test_torchscript_equals_eager(name):
     model = timm.create_model(name).eval()
     scripted = torch.jit.script(model)
@@ -119,7 +127,7 @@ def test_torchscript_equals_eager(name):
         torch.testing.assert_close(scripted(x), model(x))
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if "cifar" in n][:2])
+@pytest.mark.parametrize("name", ["microdensenet_cifar_tiny", "microdensenet_cifar_small"])
 def test_fx_trace_equals_eager(name):
     model = timm.create_model(name).eval()
     traced = torch.fx.symbolic_trace(model)

@@ -6,3 +6,5 @@ __all__ = [
     "MicroDenseNet", "MicroDenseNetCfg", "MicroDenseStageCfg", "model_cfgs",
     "check_model_name", "create_model", "list_models", "resolve_input_size",
 ]
+
+from microdense.models import baselines  # noqa: E402,F401  (registers the baselines with timm)

@@ -1,0 +1,87 @@
+"""PyramidNet for CIFAR: PyramidNet-110 with alpha = 48 (1.7M).
+
+Han et al., "Deep Pyramidal Residual Networks". Widths grow additively by alpha / N at every block
+(N = total blocks) instead of doubling at each stage; blocks are BN-Conv-BN-ReLU-Conv-BN with no
+ReLU after the sum; shortcuts are identity, zero-padded in channels (avg-pooled when strided), so
+widening adds no parameters.
+"""
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import BatchNormAct2d, ClassifierHead, DropPath
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from microdense.models._staged import StagedNet
+from microdense.models.baselines._cifar import cifar_cfg
+
+
+class PyramidBlock(nn.Module):
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, drop_path: float = 0.0):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, 1, bias=False)
+        self.bn2 = BatchNormAct2d(out_chs)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, 1, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_chs)
+        self.pool = nn.AvgPool2d(2) if stride == 2 else nn.Identity()
+        self.extra_chs = out_chs - in_chs
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn3(self.conv2(self.bn2(self.conv1(self.bn1(x)))))
+        shortcut = self.pool(x)
+        if self.extra_chs > 0:
+            shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, self.extra_chs))
+        return self.drop_path(out) + shortcut
+
+
+class PyramidNet(StagedNet):
+    """Args: depth (6n + 2 with basic blocks), alpha (total widening), and timm's standard kwargs."""
+
+    def __init__(self, depth: int = 110, alpha: int = 48, stem_chs: int = 16, num_classes: int = 10,
+                 in_chans: int = 3, global_pool: str = "avg", drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"PyramidNet depth must be 6n + 2, got {depth}")
+        n = (depth - 2) // 6
+        self.num_classes, self.drop_rate, self.grad_checkpointing = num_classes, drop_rate, False
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_chs, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_chs))
+        width, in_chs, idx, reduction = float(stem_chs), stem_chs, 0, 1
+        stages, self.feature_info = [], []
+        for stage_idx in range(3):
+            blocks = []
+            stride = 1 if stage_idx == 0 else 2
+            reduction *= stride
+            for i in range(n):
+                width += alpha / (3 * n)
+                out_chs = int(width)  # the reference floors the running width
+                blocks.append(PyramidBlock(in_chs, out_chs, stride if i == 0 else 1,
+                                           drop_path_rate * idx / max(1, 3 * n - 1)))
+                in_chs, idx = out_chs, idx + 1
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"stages.{stage_idx}"))
+        self.stages = nn.Sequential(*stages)
+        self.final_norm = BatchNormAct2d(in_chs)
+        self.num_features = self.head_hidden_size = in_chs
+        self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, PyramidBlock):
+                m.zero_init_last()
+
+
+default_cfgs = generate_default_cfgs({"pyramidnet110_a48_cifar": cifar_cfg("stem.0", "head.fc")})
+
+
+@register_model
+def pyramidnet110_a48_cifar(pretrained: bool = False, **kwargs: Any) -> PyramidNet:
+    """PyramidNet-110, alpha 48 (1.7M)."""
+    return build_model_with_cfg(PyramidNet, "pyramidnet110_a48_cifar", pretrained,
+                                feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2)),
+                                **dict(dict(depth=110, alpha=48), **kwargs))

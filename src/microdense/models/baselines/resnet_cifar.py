@@ -1,0 +1,108 @@
+"""CIFAR ResNets (post-activation) built from timm's blocks: ResNet-110, ResNet-18, ResNeXt-29 (8x64d).
+
+He et al., "Deep Residual Learning for Image Recognition" (ResNet-110: 3 stages of 18 basic blocks,
+16/32/64 channels, 1.7M); Xie et al., "Aggregated Residual Transformations for Deep Neural Networks"
+(ResNeXt-29 8x64d: 3 stages of 3 bottlenecks, cardinality 8, width 64, 34.4M); ResNet-18 with the
+usual CIFAR stem (11.2M). The stem is one 3x3 stride-1 conv-BN-ReLU, no max-pool. Shortcuts that
+change shape are 1x1 projections (timm's), not ResNet-110's zero-padding "option A" (+0.01M).
+"""
+from typing import Any, Tuple, Type, Union
+
+import torch.nn as nn
+from timm.layers import ClassifierHead, DropPath
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
+
+from microdense.models._staged import StagedNet
+from microdense.models.baselines._cifar import cifar_cfg
+
+
+class CifarResNet(StagedNet):
+    """Stem, stages of timm ResNet blocks (first block of stages 2+ strided), pool, linear.
+
+    Args:
+        block: timm's BasicBlock or Bottleneck.
+        layers: blocks per stage.
+        channels: `planes` of each stage (outputs are planes x block.expansion).
+        stem_chs: stem output channels.
+        cardinality, base_width: ResNeXt grouping of Bottleneck (width = planes * base_width / 64 * cardinality).
+    """
+
+    def __init__(
+            self,
+            block: Type[Union[BasicBlock, Bottleneck]],
+            layers: Tuple[int, ...],
+            channels: Tuple[int, ...] = (64, 128, 256, 512),
+            stem_chs: int = 64,
+            cardinality: int = 1,
+            base_width: int = 64,
+            num_classes: int = 10,
+            in_chans: int = 3,
+            global_pool: str = "avg",
+            drop_rate: float = 0.0,
+            drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        self.num_classes, self.drop_rate, self.grad_checkpointing = num_classes, drop_rate, False
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_chs, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_chs),
+                                  nn.ReLU(inplace=True))
+        total, idx = sum(layers), 0
+        in_chs, reduction, stages, self.feature_info = stem_chs, 1, [], []
+        for stage_idx, (depth, planes) in enumerate(zip(layers, channels)):
+            stride = 1 if stage_idx == 0 else 2
+            reduction *= stride
+            out_chs = planes * block.expansion
+            blocks = []
+            for i in range(depth):
+                s = stride if i == 0 else 1
+                down = downsample_conv(in_chs, out_chs, 1, stride=s) if (s != 1 or in_chs != out_chs) else None
+                dp = drop_path_rate * idx / max(1, total - 1)
+                blocks.append(block(in_chs, planes, stride=s, downsample=down, cardinality=cardinality,
+                                    base_width=base_width, drop_path=DropPath(dp) if dp else None))
+                in_chs, idx = out_chs, idx + 1
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=f"stages.{stage_idx}"))
+        self.stages = nn.Sequential(*stages)
+        self.final_norm = nn.Identity()
+        self.num_features = self.head_hidden_size = in_chs
+        self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for m in self.modules():
+            if hasattr(m, "zero_init_last"):
+                m.zero_init_last()
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    out_indices = tuple(range(len(kwargs["layers"])))
+    return build_model_with_cfg(CifarResNet, variant, pretrained,
+                                feature_cfg=dict(flatten_sequential=True, out_indices=out_indices), **kwargs)
+
+
+default_cfgs = generate_default_cfgs({
+    "resnet110_cifar": cifar_cfg("stem.0", "head.fc"),
+    "resnet18_cifar": cifar_cfg("stem.0", "head.fc", pool_size=4),
+    "resnext29_8x64d_cifar": cifar_cfg("stem.0", "head.fc"),
+})
+
+
+@register_model
+def resnet110_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-110 for CIFAR (1.7M)."""
+    model_args = dict(block=BasicBlock, layers=(18, 18, 18), channels=(16, 32, 64), stem_chs=16)
+    return _create("resnet110_cifar", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-18 with a 3x3 stride-1 stem and no max-pool (11.2M)."""
+    model_args = dict(block=BasicBlock, layers=(2, 2, 2, 2))
+    return _create("resnet18_cifar", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnext29_8x64d_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNeXt-29 (8x64d) for CIFAR (34.4M)."""
+    model_args = dict(block=Bottleneck, layers=(3, 3, 3), channels=(64, 128, 256), cardinality=8, base_width=64)
+    return _create("resnext29_8x64d_cifar", pretrained, **dict(model_args, **kwargs))
