@@ -17,6 +17,12 @@ def _fmt_count(n: float, unit: str = "") -> str:
     return f"{n:.0f}{unit}"
 
 
+def _console():
+    """A rich console that does not squeeze tables to 80 columns when output is piped."""
+    from rich.console import Console
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from microdense.models import list_models
     for name in list_models(args.pattern):
@@ -25,7 +31,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from microdense.bench.size import measure_size
@@ -37,7 +42,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(size.to_dict()))
         return 0
-    console = Console()
+    console = _console()
     c, h, w = size.input_size
     console.print(f"[bold]{size.name}[/bold]: {_fmt_count(size.params)} parameters, "
                   f"{_fmt_count(size.macs)} MACs at {c}x{h}x{w}, {size.num_classes} classes", soft_wrap=True)
@@ -113,6 +118,56 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from microdense.bench.run import plot_bench, run_bench, write_json
+
+    specs = [s for s in args.models.split(",") if s]
+    if not specs:
+        raise UserError("--models needs at least one model name", exit_code=2)
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("probing matmul rate", total=len(specs))
+
+        def progress(done: int, spec: str) -> None:
+            bar.update(task, completed=done, description=f"benchmarking {spec}")
+
+        report = run_bench(specs, args.batch_size, args.steps, args.warmup, args.device, args.latency_runs,
+                           args.pipeline, progress)
+        bar.update(task, completed=len(specs), description="done")
+    m = report["machine"]
+    out = _console()
+    out.print(f"{m.get('gpu', m['cpu'])}, {m['cores']} cores, torch {m['torch']} ({m['device']}, "
+              f"{m['torch_threads']} threads); dense fp32 matmul {m['matmul_fp32_flops'] / 1e9:.1f} GFLOP/s; "
+              f"batch {args.batch_size}", soft_wrap=True)
+    table = Table(show_edge=False)
+    cols = ["model", "params", "MACs", "train img/s", "infer img/s", "latency ms", "peak MB", "efficiency"]
+    if args.pipeline:
+        cols += ["pipeline img/s", "overhead"]
+    for col in cols:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in report["results"]:
+        row = [r["model"], _fmt_count(r["params"]), _fmt_count(r["macs"]), f"{r['train_img_s']:.1f}",
+               f"{r['infer_img_s']:.1f}", f"{r['latency_ms']:.2f}", f"{r['peak_mem_mb']:.0f}", f"{r['efficiency']:.2f}"]
+        if args.pipeline:
+            row += [f"{r['pipeline_img_s']:.1f}", f"{100 * r['pipeline_overhead']:+.1f}%"]
+        table.add_row(*row)
+    out.print(table)
+    if args.json:
+        write_json(Path(args.json), report)
+        out.print(f"wrote {args.json}")
+    if args.plot:
+        plot_bench(Path(args.plot), report)
+        out.print(f"wrote {args.plot}")
+    return 0
+
+
 def _add_data_args(p: argparse.ArgumentParser, default_data: Optional[str]) -> None:
     p.add_argument("--data", choices=("synthetic", "cifar10", "cifar100", "imagefolder"), default=default_data,
                    help="dataset (default: synthetic)")
@@ -144,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="classifier outputs (default: from the data)")
     _add_data_args(p, None)
     p.add_argument("--download", action="store_true", default=None, help="download CIFAR if missing")
-    p.add_argument("--recipe", choices=("paper", "fast", "imagenet"), help="training recipe (default fast)")
+    p.add_argument("--recipe", choices=("paper", "fast", "imagenet", "darts"), help="training recipe (default fast)")
+    p.add_argument("--genotype", help="DARTS-space models: DARTS_V1/DARTS_V2, a JSON file or text, or a "
+                                      "Genotype(...) string")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     p.add_argument("--lr", type=float, help="peak learning rate")
@@ -158,6 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other training field, e.g. --set ema_decay=0.9998 --set mixup=0.2")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="speed, memory and hardware efficiency of models, side by side")
+    p.add_argument("--models", required=True,
+                   help="comma-separated names; name:key=value adds a model kwarg or run option "
+                        "(channels_last, compile), e.g. microdensenet_cifar_base:memory_efficient=true")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
+    p.add_argument("--latency-runs", type=int, default=30, help="batch-1 runs; the median is reported")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--pipeline", action="store_true",
+                   help="also train through the Lightning pipeline on synthetic data: its img/s and overhead")
+    p.add_argument("--json", metavar="PATH", help="write {machine, results} as JSON")
+    p.add_argument("--plot", metavar="PNG", help="draw throughput and memory against parameters")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="top-1/top-5/loss of a trained model")
     p.add_argument("--checkpoint", required=True, help="run folder, model.safetensors or a .ckpt")

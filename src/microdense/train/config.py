@@ -13,7 +13,7 @@ import yaml
 
 from microdense.errors import UserError
 
-RECIPES = ("paper", "fast", "imagenet")
+RECIPES = ("paper", "fast", "imagenet", "darts")
 SCHEDULES = ("step", "cosine", "onecycle")
 SYNTHETIC_DEMO_EPOCHS = 3
 
@@ -23,6 +23,7 @@ class TrainConfig:
     # what to train on what
     model: str = "microdensenet_cifar_tiny"
     model_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs (block fields...)
+    genotype: Optional[str] = None  # DARTS-space models: a name, JSON file/text or Genotype(...) string
     num_classes: Optional[int] = None  # None: from the data
     data: str = "synthetic"
     data_dir: Optional[str] = None
@@ -42,6 +43,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     grad_clip: Optional[float] = None
+    aux_weight: float = 0.0  # weight of auxiliary-head losses, for models with `forward_train`
     # regularisation and augmentation
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0

@@ -85,6 +85,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResul
     num_classes = datamodule.num_classes
     model_args: Dict[str, Any] = dict(num_classes=num_classes, drop_rate=cfg.drop_rate,
                                       drop_path_rate=cfg.drop_path_rate, **cfg.model_kwargs)
+    if cfg.genotype:
+        model_args["genotype"] = cfg.genotype
     model = create_model(cfg.model, **model_args)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

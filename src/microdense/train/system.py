@@ -68,6 +68,9 @@ class ClassificationSystem(pl.LightningModule):
 
     # -- training ---------------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
+        # NOTE: a model's own schedule hook (DARTS ramps drop-path with it) hears how far training has come.
+        if hasattr(self.model, "set_progress"):
+            self.model.set_progress(self.current_epoch / max(1, self.cfg.epochs or 1))
         self._epoch_start, self._epoch_images = time.perf_counter(), 0
         self._epoch_loss = torch.zeros((), device=self.device)
 
@@ -86,8 +89,13 @@ class ClassificationSystem(pl.LightningModule):
             x, target = self.mixup(x, y)
         elif self.mixup is not None:
             target = F.one_hot(y, self.num_classes).float()
-        logits = self.model(x)
+        if hasattr(self.model, "forward_train"):  # models with auxiliary heads expose their logits this way
+            logits, aux_logits = self.model.forward_train(x)
+        else:
+            logits, aux_logits = self.model(x), []
         loss = self.train_loss(logits, target)
+        for aux in aux_logits:
+            loss = loss + self.cfg.aux_weight * self.train_loss(aux, target)
         self.train_top1(logits.detach(), y)
         self._epoch_images += len(y)
         self._epoch_loss += loss.detach() * len(y)

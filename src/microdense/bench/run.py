@@ -1,0 +1,87 @@
+"""`microdense bench`: every model measured on one machine in one invocation, side by side.
+
+Each model runs in a subprocess of its own (`microdense.bench.worker`) so peak-memory readings never
+mix; the machine's dense fp32 matmul rate is probed first, in this process, and every model's
+hardware efficiency is its achieved training FLOP/s over that rate.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from microdense.bench.machine import machine_info
+from microdense.errors import UserError
+from microdense.io import atomic_open, atomic_write_text
+
+COLUMNS = ("model", "params", "macs", "train_img_s", "infer_img_s", "latency_ms", "peak_mem_mb", "efficiency")
+
+
+def bench_one(spec: str, batch_size: int, steps: int, warmup: int, device: str, latency_runs: int,
+              pipeline: bool) -> Dict[str, Any]:
+    opts = dict(spec=spec, batch_size=batch_size, steps=steps, warmup=warmup, device=device,
+                latency_runs=latency_runs, pipeline=pipeline)
+    proc = subprocess.run([sys.executable, "-m", "microdense.bench.worker", json.dumps(opts)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("microdense.errors.UserError")]
+        reason = errors[-1].split(":", 1)[1].strip() if errors else (proc.stderr.strip().splitlines() or ["?"])[-1]
+        raise UserError(f"benchmark of {spec} failed: {reason}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_bench(specs: List[str], batch_size: int = 64, steps: int = 10, warmup: int = 3, device: str = "cpu",
+              latency_runs: int = 30, pipeline: bool = False,
+              progress: Optional[Callable[[int, str], None]] = None) -> Dict[str, Any]:
+    from microdense.models import check_model_name
+    from microdense.bench.worker import parse_spec
+
+    for spec in specs:
+        check_model_name(parse_spec(spec)[0])
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but torch sees no CUDA device here; use --device cpu")
+    machine = machine_info(torch.device(device))
+    results = []
+    for i, spec in enumerate(specs):
+        if progress:
+            progress(i, spec)
+        r = bench_one(spec, batch_size, steps, warmup, device, latency_runs, pipeline)
+        r["efficiency"] = r["train_flops"] / machine["matmul_fp32_flops"]
+        results.append(r)
+    return {"machine": machine, "command": " ".join(["microdense", *sys.argv[1:]]), "results": results}
+
+
+def write_json(path: Path, report: Dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+
+
+def plot_bench(path: Path, report: Dict[str, Any]) -> None:
+    """Training/inference throughput and peak training memory against parameters (log x)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["results"]
+    params = [r["params"] / 1e6 for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = (("train_img_s", "training images/s"), ("infer_img_s", "inference images/s"),
+              ("peak_mem_mb", "peak training memory (MB)"))
+    for ax, (key, title) in zip(axes, panels):
+        for r, p in zip(rows, params):
+            ours = r["model"].startswith("microdense")
+            ax.scatter(p, r[key], marker="o" if ours else "s", color="tab:red" if ours else "tab:blue")
+            ax.annotate(r["model"].replace("microdensenet_", "mdn_").replace("_cifar", ""), (p, r[key]),
+                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters (M)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+    m = report["machine"]
+    fig.suptitle(f"batch {rows[0]['batch_size']} on {m.get('gpu', m['cpu'])} ({m['device']}), torch {m['torch']}",
+                 fontsize=9)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)

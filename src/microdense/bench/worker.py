@@ -1,0 +1,156 @@
+"""Measure one model in a process of its own, so each peak-memory reading is that model's alone.
+
+Run as `python -m microdense.bench.worker '<json options>'`; prints one JSON object on its last line.
+A spec is `name` or `name:key=value:...`: keys `channels_last`, `compile` are run options, any other
+key is a model kwarg (e.g. `microdensenet_cifar_base:memory_efficient=true`).
+"""
+import json
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+RUN_OPTIONS = ("channels_last", "compile")
+
+
+def parse_spec(spec: str) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
+    """'name:key=value:...' -> (name, model kwargs, run options)."""
+    name, *pairs = spec.split(":")
+    model_kwargs, options = {}, {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"bad model option {pair!r} in {spec!r}; use name:key=value")
+        (options if key in RUN_OPTIONS else model_kwargs)[key] = yaml.safe_load(value)
+    return name, model_kwargs, options
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
+def _timed(fn, steps: int, device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, latency_runs: int,
+            pipeline: bool = False) -> Dict[str, Any]:
+    import microdense  # noqa: F401  (registers the models)
+    from microdense.bench.size import count_flops_by_module, count_params
+    from microdense.models import create_model, resolve_input_size
+
+    dev = torch.device(device)
+    name, model_kwargs, options = parse_spec(spec)
+    model = create_model(name, **model_kwargs).to(dev)
+    input_size = resolve_input_size(model)
+    num_classes = max(1, getattr(model, "num_classes", 10))
+    fmt = torch.channels_last if options.get("channels_last") else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    step_model = torch.compile(model) if options.get("compile") else model
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, *input_size, generator=g).to(dev).contiguous(memory_format=fmt)
+    y = torch.randint(0, num_classes, (batch_size,), generator=g).to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(step_model(x), y).backward()
+        opt.step()
+
+    # training first, so the process's peak memory is the training step's
+    model.train()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    rss_before = _rss_mb()
+    for _ in range(warmup):
+        train_step()
+    train_s = _timed(train_step, steps, dev)
+    if dev.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(dev) / 2 ** 20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
+
+    model.eval()
+    with torch.no_grad():
+        for _ in range(warmup):
+            step_model(x)
+        infer_s = _timed(lambda: step_model(x), steps, dev)
+        one = x[:1].clone()
+        for _ in range(warmup):
+            step_model(one)
+        times = [_timed(lambda: step_model(one), 1, dev) for _ in range(latency_runs)]
+
+    flops = count_flops_by_module(model, input_size)[""]
+    train_img_s = steps * batch_size / train_s
+    result = {
+        "model": spec, "params": count_params(model), "macs": flops // 2, "input_size": list(input_size),
+        "batch_size": batch_size, "train_img_s": train_img_s, "infer_img_s": steps * batch_size / infer_s,
+        "latency_ms": statistics.median(times) * 1e3, "peak_mem_mb": peak_mb,
+        # NOTE: a training step costs ~3 forward passes (forward, and backward for inputs and for weights).
+        "train_flops": 3 * flops * train_img_s,
+    }
+    if pipeline:
+        result.update(measure_pipeline(model, batch_size, steps, warmup, dev, options, train_img_s))
+    return result
+
+
+def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup: int, dev: torch.device,
+                     options: Dict[str, Any], bare_img_s: float) -> Dict[str, Any]:
+    """Training img/s of the same model through `microdense train`'s machinery (Lightning, the data module's
+    fast small-image path on synthetic data), for the pipeline's overhead against the bare step."""
+    import lightning.pytorch as pl
+
+    from microdense.data.datamodule import DataCfg, ImageDataModule
+    from microdense.train.config import TrainConfig
+    from microdense.train.system import ClassificationSystem
+
+    class StepTimer(pl.Callback):
+        def __init__(self):
+            self.start = None
+            self.elapsed = 0.0
+
+        def on_train_batch_start(self, trainer, *args):
+            if trainer.global_step == warmup:
+                _sync(dev)
+                self.start = time.perf_counter()
+
+        def on_train_end(self, trainer, *args):
+            _sync(dev)
+            self.elapsed = time.perf_counter() - self.start
+
+    datamodule = ImageDataModule(DataCfg(data="synthetic", batch_size=batch_size, workers=0))
+    datamodule.setup("fit")
+    cfg = TrainConfig(batch_size=batch_size, channels_last=bool(options.get("channels_last")), epochs=1)
+    system = ClassificationSystem(model, cfg, model.num_classes, steps_per_epoch=warmup + steps)
+    timer = StepTimer()
+    trainer = pl.Trainer(accelerator=dev.type, devices=1, max_steps=warmup + steps, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, callbacks=[timer], use_distributed_sampler=False)
+    trainer.fit(system, datamodule=datamodule)
+    pipeline_img_s = steps * batch_size / timer.elapsed
+    return {"pipeline_img_s": pipeline_img_s, "pipeline_overhead": bare_img_s / pipeline_img_s - 1}
+
+
+def main() -> None:
+    opts = json.loads(sys.argv[1])
+    print(json.dumps(measure(**opts)))
+
+
+if __name__ == "__main__":
+    main()

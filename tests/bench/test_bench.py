@@ -1,0 +1,44 @@
+"""The shape of `microdense bench` output on a tiny model (speed itself is never asserted)."""
+import json
+
+import pytest
+
+from microdense.bench.worker import parse_spec
+from microdense.cli import main
+
+
+def test_parse_spec_separates_model_kwargs_and_run_options():
+    assert parse_spec("m") == ("m", {}, {})
+    assert parse_spec("m:memory_efficient=true:channels_last=1:group_width=4") == (
+        "m", {"memory_efficient": True, "group_width": 4}, {"channels_last": 1})
+    with pytest.raises(ValueError, match="use name:key=value"):
+        parse_spec("m:oops")
+
+
+@pytest.mark.slow
+def test_bench_json_plot_and_table(tmp_path, capsys):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    assert main(["bench", "--models", "microdensenet_cifar_tiny,microdensenet_cifar_tiny:memory_efficient=true",
+                 "--batch-size", "8", "--steps", "2", "--warmup", "1", "--latency-runs", "3", "--pipeline",
+                 "--json", str(out), "--plot", str(png)]) == 0
+    report = json.loads(out.read_text())
+    assert report["machine"]["matmul_fp32_flops"] > 0 and report["machine"]["device"] == "cpu"
+    rows = report["results"]
+    assert [r["model"] for r in rows] == ["microdensenet_cifar_tiny", "microdensenet_cifar_tiny:memory_efficient=true"]
+    for r in rows:
+        for key in ("model", "params", "macs", "train_img_s", "infer_img_s", "latency_ms", "peak_mem_mb",
+                    "efficiency", "pipeline_img_s", "pipeline_overhead"):
+            assert key in r, key
+        assert r["params"] == 260_506 and r["macs"] == 43_452_288
+        assert r["train_img_s"] > 0 and r["infer_img_s"] > 0 and r["latency_ms"] > 0 and r["peak_mem_mb"] > 0
+        assert r["efficiency"] == pytest.approx(3 * 2 * r["macs"] * r["train_img_s"] / report["machine"]["matmul_fp32_flops"])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    table = capsys.readouterr().out
+    assert "microdensenet_cifar_tiny" in table and "efficiency" in table
+
+
+def test_bench_unknown_model_is_refused_before_any_work(capsys):
+    from microdense.errors import UserError
+    from microdense.bench.run import run_bench
+    with pytest.raises(UserError, match="unknown model 'nope'"):
+        run_bench(["nope"])
