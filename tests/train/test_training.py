@@ -3,7 +3,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import timm
@@ -113,6 +112,9 @@ def test_truncated_and_corrupt_checkpoints_are_refused(trained_run, tmp_path):
     (["--model", "microdensenet_cifar_tin"], "unknown model 'microdensenet_cifar_tin'; did you mean", 2),
     (["--data-dir", "/nonexistent/folder"], "data folder /nonexistent/folder does not exist", 1),
     (["--num-classes", "2"], "--num-classes 2 is smaller than the 4 classes found", 1),
+    (["--model", "darts_cifar", "--genotype", '{"normal": [], "reduce": []}'], "normal cell has 0 entries", 1),
+    (["--model", "microdensenet_cifar_tiny", "--set", "model_kwargs={base_width: 12}"],
+     "MicroDenseBlockCfg.base_width: 12 is not divisible by group_width 8", 2),
 ])
 def test_bad_training_input_is_one_line(image_tree, tmp_path, args, text, code):
     base = [*TRAIN, "--data-dir", str(image_tree), "--out", str(tmp_path / "run")]

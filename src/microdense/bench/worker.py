@@ -1,21 +1,23 @@
 """Measure one model in a process of its own, so each peak-memory reading is that model's alone.
 
 Run as `python -m microdense.bench.worker '<json options>'`; prints one JSON object on its last line.
-A spec is `name` or `name:key=value:...`: keys `channels_last`, `compile` are run options, any other
-key is a model kwarg (e.g. `microdensenet_cifar_base:memory_efficient=true`).
+A spec is `name` or `name:key=value:...`: keys `channels_last`, `compile`, `amp` (bf16 or fp16
+autocast) and `grad_checkpointing` (the model's `set_grad_checkpointing()`) are run options, any other key is a model kwarg (e.g. `microdensenet_cifar_base:memory_efficient=true`).
 """
 import json
 import resource
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from typing import Any, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 import yaml
 
-RUN_OPTIONS = ("channels_last", "compile")
+RUN_OPTIONS = ("channels_last", "compile", "amp", "grad_checkpointing")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parse_spec(spec: str) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
@@ -62,16 +64,31 @@ def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, la
     num_classes = max(1, getattr(model, "num_classes", 10))
     fmt = torch.channels_last if options.get("channels_last") else torch.contiguous_format
     model = model.to(memory_format=fmt)
+    if options.get("grad_checkpointing"):
+        model.set_grad_checkpointing(True)
     step_model = torch.compile(model) if options.get("compile") else model
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, *input_size, generator=g).to(dev).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (batch_size,), generator=g).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
+    amp = options.get("amp")
+    if amp is not None and amp not in AMP_DTYPES:
+        raise ValueError(f"amp={amp!r}: choose bf16 or fp16")
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=AMP_DTYPES[amp]) if amp else nullcontext()
+
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(step_model(x), y).backward()
+        with autocast():
+            loss = F.cross_entropy(step_model(x), y)
+        loss.backward()
         opt.step()
+
+    def infer(batch: torch.Tensor) -> torch.Tensor:
+        with autocast():
+            return step_model(batch)
 
     # training first, so the process's peak memory is the training step's
     model.train()
@@ -89,12 +106,12 @@ def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, la
     model.eval()
     with torch.no_grad():
         for _ in range(warmup):
-            step_model(x)
-        infer_s = _timed(lambda: step_model(x), steps, dev)
+            infer(x)
+        infer_s = _timed(lambda: infer(x), steps, dev)
         one = x[:1].clone()
         for _ in range(warmup):
-            step_model(one)
-        times = [_timed(lambda: step_model(one), 1, dev) for _ in range(latency_runs)]
+            infer(one)
+        times = [_timed(lambda: infer(one), 1, dev) for _ in range(latency_runs)]
 
     flops = count_flops_by_module(model, input_size)[""]
     train_img_s = steps * batch_size / train_s

@@ -157,35 +157,50 @@ def _any_requires_grad(tensors: List[torch.Tensor]) -> bool:
     return False
 
 
+class ConcatConvNormAct(ConvNormAct):
+    """A ConvNormAct over the channel concatenation of a list of features.
+
+    With `memory_efficient`, the concatenation and its BN-ReLU are recomputed in backward instead of
+    stored (as torchvision's DenseNet does for its bottleneck), so the wide concatenated state and its
+    normalised copy never stay in memory. Unlike torchvision's, the recomputation leaves BN running
+    statistics alone, so both paths end with the same buffers.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, groups: int = 1, preact: bool = True,
+                 act: bool = True, memory_efficient: bool = False):
+        super().__init__(in_chs, out_chs, kernel_size, groups=groups, preact=preact, act=act)
+        self.memory_efficient = memory_efficient
+
+    def _run(self, features: List[torch.Tensor]) -> torch.Tensor:
+        x = torch.cat(features, 1)
+        for module in self:
+            x = module(x)
+        return x
+
+    @torch.jit.unused
+    def _checkpointed(self, features: List[torch.Tensor]) -> torch.Tensor:
+        return torch.utils.checkpoint.checkpoint(
+            lambda *fs: self._run(list(fs)), *features,
+            use_reentrant=False,
+            context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(self)),
+        )
+
+    def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
+        if self.memory_efficient and not torch.jit.is_scripting() and _any_requires_grad(features):
+            return self._checkpointed(features)
+        return self._run(features)
+
+
 class MicroDenseLayer(nn.Module):
     """Layer i of a block: bottleneck 1x1 over the concatenated state, then a grouped 3x3."""
 
     def __init__(self, in_chs: int, width: int, groups: int, preact: bool = True, memory_efficient: bool = False):
         super().__init__()
-        self.conv1 = ConvNormAct(in_chs, width, 1, preact=preact)
+        self.conv1 = ConcatConvNormAct(in_chs, width, 1, preact=preact, memory_efficient=memory_efficient)
         self.conv2 = ConvNormAct(width, width, 3, groups=groups, preact=preact)
-        self.memory_efficient = memory_efficient
-
-    def bottleneck(self, features: List[torch.Tensor]) -> torch.Tensor:
-        return self.conv1(torch.cat(features, 1))
-
-    @torch.jit.unused
-    def checkpointed_bottleneck(self, features: List[torch.Tensor]) -> torch.Tensor:
-        # NOTE: as torchvision's DenseNet: only the concat-BN-ReLU-1x1 is recomputed in backward, so the
-        # wide concatenation and its normalised copy are never stored. Unlike it, the recomputation leaves
-        # BN running statistics alone, so both paths end with the same buffers.
-        return torch.utils.checkpoint.checkpoint(
-            lambda *fs: self.bottleneck(list(fs)), *features,
-            use_reentrant=False,
-            context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(self.conv1)),
-        )
 
     def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
-        if self.memory_efficient and not torch.jit.is_scripting() and _any_requires_grad(features):
-            out = self.checkpointed_bottleneck(features)
-        else:
-            out = self.bottleneck(features)
-        return self.conv2(out)
+        return self.conv2(self.conv1(features))
 
 
 class MicroDenseBlock(nn.Module):
@@ -197,7 +212,8 @@ class MicroDenseBlock(nn.Module):
         cfg: the block's configuration; refused at construction if it cannot be built.
         stride: 1, or 2 to halve the resolution (entry conv and shortcut take the stride).
         drop_path: stochastic-depth rate of the residual branch.
-        memory_efficient: recompute each layer's concat-BN-ReLU-1x1 in backward instead of storing it.
+        memory_efficient: recompute every concat-BN-ReLU-1x1 (each layer's and the fusion's) in backward
+            instead of storing it.
     """
 
     def __init__(
@@ -223,7 +239,8 @@ class MicroDenseBlock(nn.Module):
         self.concat = cfg.aggregation != "residual"
         self.has_shortcut = cfg.aggregation != "dense"
         # NOTE: post-activation blocks end like ResNet's: no ReLU inside the branch end, ReLU after the sum.
-        self.fuse = ConvNormAct(chans.fuse_width, out_chs, 1, preact=cfg.preact, act=not self.has_shortcut)
+        self.fuse = ConcatConvNormAct(chans.fuse_width, out_chs, 1, preact=cfg.preact, act=not self.has_shortcut,
+                                      memory_efficient=memory_efficient)
         self.post_act = nn.ReLU(inplace=False) if not cfg.preact else nn.Identity()
         if not self.has_shortcut or (in_chs == out_chs and stride == 1):
             self.shortcut = nn.Identity()
@@ -242,8 +259,9 @@ class MicroDenseBlock(nn.Module):
         self.fuse.zero_init_last()
 
     def set_memory_efficient(self, enable: bool = True) -> None:
-        for layer in self.layers:
-            layer.memory_efficient = enable
+        for m in self.modules():
+            if isinstance(m, ConcatConvNormAct):
+                m.memory_efficient = enable
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """F(x): the branch alone, without the shortcut."""
@@ -253,9 +271,7 @@ class MicroDenseBlock(nn.Module):
                 features.append(layer(features))
             else:
                 features.append(layer([features[-1]]))
-        if self.concat:
-            return self.fuse(torch.cat(features, 1))
-        return self.fuse(features[-1])
+        return self.fuse(features if self.concat else [features[-1]])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.drop_path(self.residual(x))

@@ -4,7 +4,7 @@ Models never import Lightning; this is the only place that joins them.
 """
 import math
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import lightning.pytorch as pl
 import torch
