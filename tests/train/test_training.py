@@ -122,6 +122,24 @@ def test_bad_training_input_is_one_line(image_tree, tmp_path, args, text, code):
     assert_one_line_error(proc, text, code)
 
 
+@pytest.mark.parametrize("model, recipe", [("densenet_bc100_k12_cifar", "paper"), ("microdense_darts_v2_cifar", "darts")])
+def test_baselines_and_nas_models_train_with_their_recipes(tmp_path, model, recipe):
+    from conftest import make_image_tree
+    tree = make_image_tree(tmp_path / "images", classes=3, per_class=4, size=32)  # DARTS's aux head needs 32 px
+    out = tmp_path / "run"
+    assert main(["train", "--model", model, "--recipe", recipe, "--data", "imagefolder", "--data-dir", str(tree),
+                 "--val-split", "0.25", "--batch-size", "4", "--max-steps", "2", "--out", str(out),
+                 "--accelerator", "cpu", "--devices", "1"]) == 0
+    assert (out / "model.safetensors").is_file()
+    assert f"recipe: {recipe}" in (out / "config.yaml").read_text()
+
+
+def test_a_model_argument_the_model_lacks_is_one_line(image_tree, tmp_path):
+    proc = run_cli(*TRAIN, "--data-dir", str(image_tree), "--out", str(tmp_path / "run"),
+                   "--model", "densenet_bc100_k12_cifar", "--set", "drop_path_rate=0.1")
+    assert_one_line_error(proc, "cannot build densenet_bc100_k12_cifar", 2)
+
+
 def test_empty_data_folder_and_resume_without_run(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = run_cli(*TRAIN, "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "run"))

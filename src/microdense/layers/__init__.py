@@ -1,4 +1,5 @@
 """Reusable blocks; they know nothing of whole networks."""
-from microdense.layers.micro_dense import BlockChannels, MicroDenseBlock, MicroDenseBlockCfg, block_channels
+from microdense.layers.micro_dense import (
+    BlockChannels, MicroDenseBlock, MicroDenseBlockCfg, block_channels, checkpoint_blocks)
 
-__all__ = ["BlockChannels", "MicroDenseBlock", "MicroDenseBlockCfg", "block_channels"]
+__all__ = ["BlockChannels", "MicroDenseBlock", "MicroDenseBlockCfg", "block_channels", "checkpoint_blocks"]

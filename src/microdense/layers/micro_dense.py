@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.utils.checkpoint
 from timm.layers import BatchNormAct2d, DropPath
 
-__all__ = ["MicroDenseBlockCfg", "MicroDenseBlock", "BlockChannels", "block_channels"]
+__all__ = ["MicroDenseBlockCfg", "MicroDenseBlock", "BlockChannels", "block_channels", "checkpoint_blocks"]
 
 PYRAMIDS = ("linear", "constant")
 CARDINALITIES = ("adaptive", "fixed", "none")
@@ -133,6 +133,21 @@ class ConvNormAct(nn.Sequential):
     def zero_init_last(self) -> None:
         """Make the unit output zeros: zero the conv (pre-act) or the BN scale (post-act)."""
         nn.init.zeros_(self[1].weight)  # the conv (pre-act) or the BN after it (post-act)
+
+
+@torch.jit.unused
+def checkpoint_blocks(blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Run `blocks` (a Sequential of Sequentials, or of blocks) recomputing each block in backward.
+
+    Unlike timm's `checkpoint_seq`, the recomputation leaves BN running statistics alone, so a
+    checkpointed network ends a step with exactly the buffers of a plain one.
+    """
+    for stage in blocks:
+        for block in (stage if isinstance(stage, nn.Sequential) else [stage]):
+            x = torch.utils.checkpoint.checkpoint(
+                block, x, use_reentrant=False,
+                context_fn=lambda b=block: (contextlib.nullcontext(), _frozen_bn_stats(b)))
+    return x
 
 
 @contextlib.contextmanager

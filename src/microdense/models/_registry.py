@@ -30,7 +30,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     check_model_name(name)
     try:
         return timm.create_model(name, **kwargs)
-    except ValueError as e:  # a refused configuration (e.g. a width that breaks a divisibility rule)
+    except (ValueError, TypeError) as e:  # a refused configuration, or an argument the model does not take
         raise UserError(f"cannot build {name}: {e}", exit_code=2) from e
 
 

@@ -9,8 +9,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
+
+from microdense.layers import checkpoint_blocks
 
 
 class StagedNet(nn.Module):
@@ -59,7 +60,7 @@ class StagedNet(nn.Module):
         stages = self.stages if not stop_early else self.stages[:max_index + 1]
         for i, stage in enumerate(stages):
             if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint_seq(stage, x)
+                x = checkpoint_blocks(stage, x)
             else:
                 x = stage(x)
             if i in take_indices:
@@ -88,7 +89,7 @@ class StagedNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.stages, x, flatten=True)
+            x = checkpoint_blocks(self.stages, x)
         else:
             x = self.stages(x)
         return self.final_norm(x)

@@ -83,10 +83,13 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResul
     datamodule = ImageDataModule(_data_cfg(cfg), cfg.num_classes)
     datamodule.setup("fit")
     num_classes = datamodule.num_classes
-    model_args: Dict[str, Any] = dict(num_classes=num_classes, drop_rate=cfg.drop_rate,
-                                      drop_path_rate=cfg.drop_path_rate, **cfg.model_kwargs)
-    if cfg.genotype:
-        model_args["genotype"] = cfg.genotype
+    model_args: Dict[str, Any] = dict(num_classes=num_classes)
+    # NOTE: optional arguments go only where set, so models that lack them (timm's DenseNet has no drop-path)
+    # still build with the defaults.
+    for key in ("drop_rate", "drop_path_rate", "genotype"):
+        if getattr(cfg, key):
+            model_args[key] = getattr(cfg, key)
+    model_args.update(cfg.model_kwargs)
     model = create_model(cfg.model, **model_args)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -129,19 +132,19 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResul
     seconds = time.perf_counter() - start
 
     rows = read_metrics(run_dir / "metrics.csv")
-    last = {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
+    final = {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
     if trainer.is_global_zero:
         export_model(system._eval_model(), run_dir, cfg.model, model_args, datamodule.source.classes,
                      datamodule.mean, datamodule.std, (c, h, w),
                      crop_pct=1.0 if datamodule.small else cfg.crop_pct,
-                     metrics={k: last.get(k) for k in ("val_top1", "val_top5", "val_loss")})
+                     metrics={k: final.get(k) for k in ("val_top1", "val_top5", "val_loss")})
     return TrainResult(
         run_dir=run_dir,
-        val_top1=last.get("val_top1"),
-        val_top5=last.get("val_top5"),
+        val_top1=final.get("val_top1"),
+        val_top5=final.get("val_top5"),
         epochs=trainer.current_epoch,
         steps=trainer.global_step,
         seconds=seconds,
-        train_img_s=last.get("img_s"),
+        train_img_s=final.get("img_s"),
         primary=trainer.is_global_zero,
     )
