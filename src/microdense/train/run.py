@@ -81,6 +81,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResul
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = ImageDataModule(_data_cfg(cfg), cfg.num_classes)
+    if _is_launch_primary():
+        datamodule.prepare_data()  # downloads, before the model can be sized from the data
     datamodule.setup("fit")
     num_classes = datamodule.num_classes
     model_args: Dict[str, Any] = dict(num_classes=num_classes)
