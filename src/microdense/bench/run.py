@@ -75,6 +75,7 @@ def plot_bench(path: Path, report: Dict[str, Any]) -> None:
             ax.annotate(r["model"].replace("microdensenet_", "mdn_").replace("_cifar", ""), (p, r[key]),
                         fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.set_yscale("log")  # models span two orders of magnitude in speed and memory
         ax.set_xlabel("parameters (M)")
         ax.set_title(title)
         ax.grid(alpha=0.3, which="both")
