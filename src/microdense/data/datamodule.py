@@ -72,6 +72,12 @@ class FileImageDataset(Dataset):
             return self.transform(img.convert("RGB")), self.labels[i]
 
 
+def _rand_augment(spec: str) -> Any:
+    """timm's RandAugment (PIL in, PIL out), filling with the ImageNet mean colour."""
+    from timm.data.auto_augment import rand_augment_transform
+    return rand_augment_transform(spec, dict(img_mean=(124, 116, 104)))
+
+
 def _channel_stats(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     x = images[: 50_000].float().div_(255)
     return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).tolist())
@@ -94,6 +100,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.mean_std = mean_std  # fixed normalisation (evaluating a trained model); None: from the data
         self.mean: Sequence[float] = (0.5, 0.5, 0.5)
         self.std: Sequence[float] = (0.25, 0.25, 0.25)
+        self._ready = False
 
     def prepare_data(self) -> None:
         # NOTE: runs on one process per node: the only place a download may happen.
@@ -101,6 +108,9 @@ class ImageDataModule(pl.LightningDataModule):
             load_source(self.cfg.data, self.cfg.data_dir, True, None, self.cfg.seed)
 
     def setup(self, stage: Optional[str] = None) -> None:
+        # NOTE: callers set up before fit/validate (to size the model from the data); Lightning then calls again.
+        if self._ready:
+            return
         if self.source is None:
             c = self.cfg
             self.source = load_source(c.data, c.data_dir, False, c.val_split, c.seed)
@@ -112,6 +122,7 @@ class ImageDataModule(pl.LightningDataModule):
         else:
             from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
             self.mean, self.std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+        self._ready = True
 
     def _check_labels(self) -> None:
         found = max(int(split.labels.max()) + 1 for split in (self.source.train, self.source.val) if split is not None)
@@ -144,8 +155,7 @@ class ImageDataModule(pl.LightningDataModule):
             if c.flip:
                 ops.append(v2.RandomHorizontalFlip())
             if c.randaugment:
-                from timm.data.auto_augment import rand_augment_transform
-                ops.append(rand_augment_transform(c.randaugment, dict(img_mean=(124, 116, 104))))
+                ops.append(_rand_augment(c.randaugment))
         else:
             ops = [v2.Resize(int(round(c.img_size / c.crop_pct)), antialias=True), v2.CenterCrop(c.img_size)]
         ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
@@ -158,10 +168,7 @@ class ImageDataModule(pl.LightningDataModule):
         c = self.cfg
         sampler = ShardedSampler(len(split), rank, world, shuffle=train, seed=c.seed, pad=train)
         if self.small:
-            transform = None
-            if train and c.randaugment:
-                from timm.data.auto_augment import rand_augment_transform
-                transform = rand_augment_transform(c.randaugment, dict(img_mean=(124, 116, 104)))
+            transform = _rand_augment(c.randaugment) if train and c.randaugment else None
             dataset = TensorImageDataset(split, transform)
             workers = c.workers if transform is not None else 0  # slicing a tensor needs no workers
             kwargs = dict(collate_fn=batch_collate, num_workers=workers, persistent_workers=workers > 0)
