@@ -7,7 +7,8 @@ from typing import Any, Dict
 import torch
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for queued device work, so host clocks time what ran."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -20,10 +21,10 @@ def matmul_flops(device: torch.device, n: int = 2048, repeats: int = 5) -> float
     torch.mm(a, b)  # warm-up: thread pool, kernel selection
     best = float("inf")
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         torch.mm(a, b)
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best
 

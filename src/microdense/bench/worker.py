@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from microdense.bench.machine import sync as _sync
+
 RUN_OPTIONS = ("channels_last", "compile", "amp", "grad_checkpointing")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -30,11 +32,6 @@ def parse_spec(spec: str) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
             raise ValueError(f"bad model option {pair!r} in {spec!r}; use name:key=value")
         (options if key in RUN_OPTIONS else model_kwargs)[key] = yaml.safe_load(value)
     return name, model_kwargs, options
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _rss_mb() -> float:
