@@ -49,3 +49,30 @@ def test_refused_config_is_one_line(capsys):
     from microdense.models import create_model
     with pytest.raises(UserError, match="MicroDenseBlockCfg.base_width: 12 is not divisible by group_width 8"):
         create_model("microdensenet_cifar_tiny", base_width=12)
+
+
+def test_help_and_models_start_without_torch():
+    """The front door answers --help and models without importing torch, timm or Lightning (start-up time)."""
+    code = ("import sys, contextlib, io, microdense_cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    microdense_cli.main(['models'])\n"
+            "    with contextlib.suppress(SystemExit): microdense_cli.main(['train', '--help'])\n"
+            "heavy = sorted(m for m in ('torch', 'timm', 'lightning', 'microdense') if m in sys.modules)\n"
+            "print(heavy)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_front_door_model_list_is_the_registry():
+    import microdense_cli
+    from microdense.models import list_models
+    assert list(microdense_cli.MODEL_NAMES) == list_models()
+
+
+def test_argparse_errors_are_one_line():
+    proc = subprocess.run([sys.executable, "-m", "microdense.cli", "info"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the following arguments are required: name" in lines[0]
+    assert "see `microdense info --help`" in lines[0]

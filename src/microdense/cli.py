@@ -1,6 +1,7 @@
-"""The `microdense` command line. It owns the terminal: library code never prints.
+"""The `microdense` commands (the parser is `microdense_cli`'s). The command line owns the terminal: library code
+never prints, and raises `ValueError`/`TypeError` for bad values, which the commands word as `UserError`s.
 
-User errors (`UserError`) end as one line on stderr and a non-zero exit, never a traceback.
+User errors end as one line on stderr and a non-zero exit, never a traceback.
 """
 import argparse
 import json
@@ -17,17 +18,15 @@ def _fmt_count(n: float, unit: str = "") -> str:
     return f"{n:.0f}{unit}"
 
 
+def _fmt(value: Optional[float], spec: str) -> str:
+    """A table cell: '-' where a figure does not apply (inference-only backends have no training figures)."""
+    return "-" if value is None else spec.format(value)
+
+
 def _console():
     """A rich console that does not squeeze tables to 80 columns when output is piped."""
     from rich.console import Console
     return Console(width=None if sys.stdout.isatty() else 160)
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from microdense.models import list_models
-    for name in list_models(args.pattern):
-        print(name)
-    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -64,8 +63,18 @@ def _parse_set(items: List[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"--set takes KEY=VALUE, got {item!r}", exit_code=2)
-        out[key.replace("-", "_")] = yaml.safe_load(value)
+        try:
+            out[key.replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})", exit_code=2)
     return out
+
+
+def _quiet_logs() -> None:
+    """--quiet: Lightning's and our INFO lines off, and with ours the image-decoding bars; warnings still show."""
+    import logging
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "microdense"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -73,9 +82,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from microdense.train.config import FIELDS, resolve_config
-    from microdense.train.run import CONFIG_FILE, train
+    from microdense.train.run import CONFIG_FILE, TrainingInterrupted, train
 
+    # NOTE: after Lightning's import, which gives its loggers a handler of their own when the root has none.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.quiet:
+        _quiet_logs()
     cli = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
     extra = _parse_set(args.set)
     unknown = sorted(set(extra) - set(FIELDS))
@@ -85,8 +97,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     config_file = args.config
     if args.resume and args.out and not config_file and (Path(args.out) / CONFIG_FILE).exists():
         config_file = str(Path(args.out) / CONFIG_FILE)  # continue the run as it was configured
-    cfg = resolve_config(cli, config_file)
-    result = train(cfg)
+    try:
+        cfg = resolve_config(cli, config_file)
+    except (ValueError, TypeError) as e:
+        raise UserError(str(e), exit_code=2) from None
+    try:
+        result = train(cfg, progress=not args.quiet)
+    except TrainingInterrupted as e:
+        print(f"microdense: interrupted at step {e.step}; {e.checkpoint} saved. Continue with: "
+              f"microdense train --out {e.run_dir} --resume", file=sys.stderr)
+        return 130
     if result.primary:  # one summary, from the global-rank-0 process
         top1 = "n/a" if result.val_top1 is None else f"{100 * result.val_top1:.2f}%"
         top5 = "n/a" if result.val_top5 is None else f"{100 * result.val_top5:.2f}%"
@@ -126,10 +146,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from microdense.bench.run import plot_bench, run_bench, write_json
+    from microdense.bench.worker import check_spec
 
-    specs = [s for s in args.models.split(",") if s]
+    backends = [b for b in args.backend.split(",") if b]
+    specs = [s if b == "eager" else f"{s}:backend={b}" for s in args.models.split(",") if s for b in backends]
     if not specs:
         raise UserError("--models needs at least one model name", exit_code=2)
+    try:
+        for spec in specs:  # before the progress bar: a bad spec is one line, not a half-drawn bar
+            check_spec(spec)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"--models: {e}", exit_code=2) from None
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
@@ -153,10 +180,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for col in cols:
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in report["results"]:
-        row = [r["model"], _fmt_count(r["params"]), _fmt_count(r["macs"]), f"{r['train_img_s']:.1f}",
-               f"{r['infer_img_s']:.1f}", f"{r['latency_ms']:.2f}", f"{r['peak_mem_mb']:.0f}", f"{r['efficiency']:.2f}"]
+        row = [r["model"], _fmt_count(r["params"]), _fmt_count(r["macs"]), _fmt(r["train_img_s"], "{:.1f}"),
+               _fmt(r["infer_img_s"], "{:.1f}"), _fmt(r["latency_ms"], "{:.2f}"), _fmt(r["peak_mem_mb"], "{:.0f}"),
+               _fmt(r["efficiency"], "{:.2f}")]
         if args.pipeline:
-            row += [f"{r['pipeline_img_s']:.1f}", f"{100 * r['pipeline_overhead']:+.1f}%"]
+            row += [_fmt(r.get("pipeline_img_s"), "{:.1f}"), _fmt(r.get("pipeline_overhead"), "{:+.1%}")]
         table.add_row(*row)
     out.print(table)
     if args.json:
@@ -168,90 +196,102 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_args(p: argparse.ArgumentParser, default_data: Optional[str]) -> None:
-    p.add_argument("--data", choices=("synthetic", "cifar10", "cifar100", "imagefolder"), default=default_data,
-                   help="dataset (default: synthetic)")
-    p.add_argument("--data-dir", help="dataset folder (CIFAR root, or an ImageFolder tree)")
-    p.add_argument("--val-split", type=float, help="hold out this stratified fraction of the training images")
-    p.add_argument("--batch-size", type=int, help="images per device per step")
-    p.add_argument("--workers", type=int, help="loader worker processes (large images)")
-    p.add_argument("--seed", type=int, help="seed for data order, splits and initialisation")
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import io
+    import logging
 
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="microdense", description="Micro-Dense Nets: models, training, benchmarks.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from microdense.deploy.predict import collect_images, open_predictor, predict
+    from microdense.io import atomic_write_text
 
-    p = sub.add_parser("models", help="list registered model names")
-    p.add_argument("pattern", nargs="?", default="", help="wildcard filter, e.g. 'microdense*cifar*'")
-    p.set_defaults(func=cmd_models)
-
-    p = sub.add_parser("info", help="parameters, MACs and per-stage table of a model")
-    p.add_argument("name", help="registered model name (see `microdense models`)")
-    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the model's)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("train", help="train a model (no flags: a short demo run on synthetic data)",
-                       description="Every flag can also be set in a YAML file given with --config; flags win.")
-    p.add_argument("--config", help="YAML file of training fields")
-    p.add_argument("--model", help="registered model name (default microdensenet_cifar_tiny)")
-    p.add_argument("--num-classes", type=int, help="classifier outputs (default: from the data)")
-    _add_data_args(p, None)
-    p.add_argument("--download", action="store_true", default=None, help="download CIFAR if missing")
-    p.add_argument("--recipe", choices=("paper", "fast", "imagenet", "darts"), help="training recipe (default fast)")
-    p.add_argument("--genotype", help="DARTS-space models: DARTS_V1/DARTS_V2, a JSON file or text, or a "
-                                      "Genotype(...) string")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--out", help="run folder (default runs/<model>-<data>-<time>)")
-    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
-    p.add_argument("--devices", help="devices per node: a count, 'auto', or a list like '0,1'")
-    p.add_argument("--num-nodes", type=int)
-    p.add_argument("--precision", help="Lightning precision: 32-true, bf16-mixed, 16-mixed")
-    p.add_argument("--accelerator", help="cpu, gpu, auto")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any other training field, e.g. --set ema_decay=0.9998 --set mixup=0.2")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("bench", help="speed, memory and hardware efficiency of models, side by side")
-    p.add_argument("--models", required=True,
-                   help="comma-separated names; name:key=value adds a model kwarg or run option "
-                        "(channels_last, compile), e.g. microdensenet_cifar_base:memory_efficient=true")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
-    p.add_argument("--latency-runs", type=int, default=30, help="batch-1 runs; the median is reported")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--pipeline", action="store_true",
-                   help="also train through the Lightning pipeline on synthetic data: its img/s and overhead")
-    p.add_argument("--json", metavar="PATH", help="write {machine, results} as JSON")
-    p.add_argument("--plot", metavar="PNG", help="draw throughput and memory against parameters")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("eval", help="top-1/top-5/loss of a trained model")
-    p.add_argument("--checkpoint", required=True, help="run folder, model.safetensors or a .ckpt")
-    _add_data_args(p, "synthetic")
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--json", action="store_true", help="last line printed is one JSON object")
-    p.add_argument("--per-class", action="store_true", help="accuracy of every class")
-    p.add_argument("--plot", metavar="PNG", help="write the confusion matrix here")
-    p.set_defaults(func=cmd_eval, batch_size=256, workers=4, seed=0)
-    return parser
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        files = collect_images(args.paths)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not files:
+        raise UserError(f"no image files under {', '.join(args.paths)}")
+    predictor = open_predictor(args.checkpoint)
+    topk = args.topk or min(5, len(predictor.classes))
+    skipped = []
+
+    def skip(path, why: str) -> None:
+        skipped.append(path)
+        logging.getLogger("microdense").warning("skipped %s: not a readable image (%s)", path, why)
+
+    rows, done = [], 0
+    with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True, disable=len(files) < 2) as bar:
+        task = bar.add_task("predict", total=len(files))
+        try:
+            for pred in predict(predictor, files, topk, args.batch_size, skip):
+                done += 1
+                bar.update(task, completed=done + len(skipped))
+                if args.json:
+                    print(json.dumps(dict(path=pred.path, top=[dict(label=lab, index=i, probability=p)
+                                                               for lab, i, p in pred.top])))
+                elif args.csv:
+                    rows += [(pred.path, rank + 1, lab, i, f"{p:.6f}") for rank, (lab, i, p) in enumerate(pred.top)]
+                else:
+                    print(f"{pred.path}: " + ", ".join(f"{lab} {100 * p:.1f}%" for lab, _, p in pred.top))
+        except ValueError as e:
+            raise UserError(str(e), exit_code=2 if "topk" in str(e) else 1) from None
+    if args.csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(("path", "rank", "label", "class_index", "probability"))
+        writer.writerows(rows)
+        atomic_write_text(args.csv, buf.getvalue())
+        print(f"wrote {len(rows) // topk} predictions to {args.csv}", file=sys.stderr)
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from microdense.deploy.export import DEFAULT_OPSET, SUFFIXES, export_model_file
+    from microdense.train.export import load_model
+
+    if args.format != "onnx" and (args.opset is not None or args.dynamic_batch):
+        raise UserError("--opset and --dynamic-batch are ONNX options; drop them or use --format onnx", exit_code=2)
+    checkpoint = Path(args.checkpoint)
+    loaded = load_model(checkpoint)
+    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    out = Path(args.out) if args.out else folder / f"model{SUFFIXES[args.format]}"
+    try:
+        result = export_model_file(loaded, out, args.format, args.opset or DEFAULT_OPSET, args.dynamic_batch)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    print(f"{result.fold.describe()}")
+    print(f"checked on {result.images} inputs: max |logit difference| {result.max_abs_diff:.2e} (<= 1e-4), "
+          f"same top-1; wrote {result.path}")
+    return 0
+
+
+COMMANDS = {"info": cmd_info, "train": cmd_train, "bench": cmd_bench, "eval": cmd_eval, "predict": cmd_predict,
+            "export": cmd_export}
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command; a user error ends as one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        return COMMANDS[args.command](args)
     except UserError as e:
         print(f"microdense: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("microdense: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """`python -m microdense.cli ...`: the same command line as the `microdense` script."""
+    import microdense_cli
+    return microdense_cli.main(argv)
 
 
 if __name__ == "__main__":

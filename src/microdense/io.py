@@ -1,5 +1,5 @@
 """Atomic file writes: a temporary file beside the target, then a rename, so a crash never leaves
-half a file where a good one was."""
+half a file where a good one was. The file ends with the mode a plain `open` would give (the umask's)."""
 import contextlib
 import os
 import tempfile
@@ -12,6 +12,25 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 PathLike = Union[str, os.PathLike]
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc), else by setting it back."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode() -> int:
+    """The mode a plain `open(path, "w")` gives a new file: 0o666 less the umask."""
+    return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file next to `path`; on success it replaces `path` in one rename."""
@@ -19,6 +38,7 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, default_mode())  # mkstemp's 0600 -> what a plain open() would have given
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

@@ -1,7 +1,6 @@
 """Configuration precedence and the learning-rate schedules."""
 import pytest
 
-from microdense.errors import UserError
 from microdense.train.config import TrainConfig, resolve_config, save_config
 from microdense.train.system import lr_factor
 
@@ -29,10 +28,10 @@ def _write(path, text):
     ("lr: [", "is not valid YAML"),
     ("- a\n- b\n", "must hold a mapping"),
     ("learning_rate: 0.1\n", "unknown field(s) ['learning_rate']"),
-    ("schedule: linear\n", "unknown schedule 'linear'"),
+    ("schedule: linear\n", "TrainConfig.schedule: unknown value 'linear'"),
 ])
 def test_bad_config_files(tmp_path, content, message):
-    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         resolve_config({}, _write(tmp_path / "c.yaml", content))
 
 

@@ -1,8 +1,11 @@
 """`microdense train` and `microdense eval` end to end on small image trees the tests make."""
 import json
+import signal
+import stat
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import timm
@@ -10,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from microdense.cli import main
+from microdense.io import default_mode
 from microdense.train.report import read_metrics
 
 TRAIN = ["train", "--data", "imagefolder", "--val-split", "0.25", "--batch-size", "8", "--epochs", "2",
@@ -51,6 +55,10 @@ def test_run_folder_holds_everything(trained_run):
             assert float(row[key]) >= 0, key
     assert "model: microdensenet_cifar_tiny" in (out / "config.yaml").read_text()
     assert not list(out.glob(".*.tmp")), "temporary files left behind"
+    # readable by the team: every file as a plain open() under this umask would make it
+    for name in ("model.safetensors", "config.json", "config.yaml", "metrics.csv", "curves.png",
+                 "checkpoints/last.ckpt"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == default_mode(), name
 
 
 def test_eval_reproduces_final_validation_accuracy(trained_run, tmp_path, capsys):
@@ -185,3 +193,40 @@ def test_resume_after_kill_matches_uninterrupted_run(image_tree, tmp_path):
     assert straight.keys() == resumed.keys()
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def test_ctrl_c_saves_last_checkpoint_and_resumes(image_tree, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "microdense.cli", *TRAIN, "--data-dir", str(image_tree), "--out", str(out),
+           "--batch-size", "4", "--epochs", "100", "--set", "checkpoint_every=1", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert last.exists(), "training never saved a checkpoint"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stdout == ""
+    assert f"Continue with: microdense train --out {out} --resume" in stderr
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert 0 < step < 900 and not (out / "model.safetensors").exists()
+
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", str(step + 2), "--quiet"]) == 0
+    assert torch.load(last, weights_only=True)["global_step"] == step + 2
+    assert (out / "model.safetensors").is_file()
+
+
+def test_quiet_prints_the_closing_line_only_and_runs_carry_no_noise(image_tree, tmp_path):
+    args = [*TRAIN, "--data-dir", str(image_tree), "--max-steps", "2"]
+    quiet = run_cli(*args, "--out", str(tmp_path / "quiet"), "--quiet")
+    assert quiet.returncode == 0, quiet.stderr
+    assert len(quiet.stdout.strip().splitlines()) == 1 and quiet.stdout.startswith("done: ")
+    assert "GPU available" not in quiet.stderr and "decoding" not in quiet.stderr
+    loud = run_cli(*args, "--out", str(tmp_path / "loud"))
+    assert loud.returncode == 0, loud.stderr
+    shown = loud.stdout + loud.stderr
+    for noise in ("litlogger", "LeafSpec", "v_num", "FLOPs"):
+        assert noise not in shown, noise
+    assert "microdensenet_cifar_tiny: 0.259M parameters, 10.9M MACs per 3x16x16 image, 4 classes" in shown

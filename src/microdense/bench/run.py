@@ -35,11 +35,15 @@ def bench_one(spec: str, batch_size: int, steps: int, warmup: int, device: str, 
 def run_bench(specs: List[str], batch_size: int = 64, steps: int = 10, warmup: int = 3, device: str = "cpu",
               latency_runs: int = 30, pipeline: bool = False,
               progress: Optional[Callable[[int, str], None]] = None) -> Dict[str, Any]:
-    from microdense.models import check_model_name
-    from microdense.bench.worker import parse_spec
+    """Measure every spec (see `microdense.bench.worker`); each is checked before any measurement starts.
+
+    Raises:
+        ValueError, TypeError, UserError: a spec that cannot be measured, named.
+    """
+    from microdense.bench.worker import check_spec
 
     for spec in specs:
-        check_model_name(parse_spec(spec)[0])
+        check_spec(spec)
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but torch sees no CUDA device here; use --device cpu")
     machine = machine_info(torch.device(device))
@@ -48,7 +52,7 @@ def run_bench(specs: List[str], batch_size: int = 64, steps: int = 10, warmup: i
         if progress:
             progress(i, spec)
         r = bench_one(spec, batch_size, steps, warmup, device, latency_runs, pipeline)
-        r["efficiency"] = r["train_flops"] / machine["matmul_fp32_flops"]
+        r["efficiency"] = None if r["train_flops"] is None else r["train_flops"] / machine["matmul_fp32_flops"]
         results.append(r)
     return {"machine": machine, "command": " ".join(["microdense", *sys.argv[1:]]), "results": results}
 
@@ -70,6 +74,8 @@ def plot_bench(path: Path, report: Dict[str, Any]) -> None:
               ("peak_mem_mb", "peak training memory (MB)"))
     for ax, (key, title) in zip(axes, panels):
         for r, p in zip(rows, params):
+            if r[key] is None:  # an inference-only backend has no training figures
+                continue
             ours = r["model"].startswith("microdense")
             ax.scatter(p, r[key], marker="o" if ours else "s", color="tab:red" if ours else "tab:blue")
             ax.annotate(r["model"].replace("microdensenet_", "mdn_").replace("_cifar", ""), (p, r[key]),

@@ -5,6 +5,7 @@ A spec is `name` or `name:key=value:...`: keys `channels_last`, `compile`, `amp`
 autocast) and `grad_checkpointing` (the model's `set_grad_checkpointing()`) are run options, any other key is a model kwarg (e.g. `microdensenet_cifar_base:memory_efficient=true`).
 """
 import json
+import os
 import resource
 import statistics
 import sys
@@ -18,7 +19,9 @@ import yaml
 
 from microdense.bench.machine import sync as _sync
 
-RUN_OPTIONS = ("channels_last", "compile", "amp", "grad_checkpointing")
+RUN_OPTIONS = ("channels_last", "compile", "amp", "grad_checkpointing", "backend")
+# NOTE: eager measures training and inference; the others serve inference only (img/s and batch-1 latency).
+BACKENDS = ("eager", "compile", "onnxruntime")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -28,10 +31,29 @@ def parse_spec(spec: str) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
     model_kwargs, options = {}, {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
+        if not sep or not key.isidentifier():
             raise ValueError(f"bad model option {pair!r} in {spec!r}; use name:key=value")
-        (options if key in RUN_OPTIONS else model_kwargs)[key] = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"bad model option {pair!r} in {spec!r}: {value!r} is not a YAML value") from None
+        (options if key in RUN_OPTIONS else model_kwargs)[key] = parsed
     return name, model_kwargs, options
+
+
+def check_spec(spec: str) -> None:
+    """Refuse a spec that cannot be measured, before any benchmark starts: unknown model, malformed or
+    ill-typed option, or model kwargs the model refuses (it is built once here, on the CPU)."""
+    from microdense.models import create_model
+    name, model_kwargs, options = parse_spec(spec)
+    for key in ("channels_last", "compile", "grad_checkpointing"):
+        if key in options and not isinstance(options[key], bool):
+            raise ValueError(f"{spec!r}: {key}={options[key]!r} must be true or false")
+    if "amp" in options and options["amp"] not in AMP_DTYPES:
+        raise ValueError(f"{spec!r}: amp={options['amp']!r}; choose one of {', '.join(AMP_DTYPES)}")
+    if options.get("backend", "eager") not in BACKENDS:
+        raise ValueError(f"{spec!r}: backend={options['backend']!r}; choose one of {', '.join(BACKENDS)}")
+    create_model(name, **model_kwargs)
 
 
 def _rss_mb() -> float:
@@ -87,6 +109,10 @@ def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, la
         with autocast():
             return step_model(batch)
 
+    backend = options.get("backend", "eager")
+    if backend != "eager":
+        return _measure_inference_backend(spec, model, backend, x, steps, warmup, latency_runs, dev)
+
     # training first, so the process's peak memory is the training step's
     model.train()
     if dev.type == "cuda":
@@ -122,6 +148,45 @@ def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, la
     if pipeline:
         result.update(measure_pipeline(model, batch_size, steps, warmup, dev, options, train_img_s))
     return result
+
+
+def _measure_inference_backend(spec: str, model: torch.nn.Module, backend: str, x: torch.Tensor, steps: int,
+                               warmup: int, latency_runs: int, dev: torch.device) -> Dict[str, Any]:
+    """Inference img/s and batch-1 latency of `model` served by torch.compile or ONNX Runtime (no training)."""
+    import tempfile
+
+    from microdense.bench.size import count_flops_by_module, count_params
+    from microdense.models import resolve_input_size
+
+    model.eval()
+    input_size = resolve_input_size(model)
+    if backend == "onnxruntime":
+        from microdense.deploy.export import DEFAULT_OPSET, export_onnx
+        from microdense.deploy.fold import fold_batchnorm
+        if dev.type != "cpu":
+            raise ValueError("backend=onnxruntime is measured on the CPU only; use --device cpu")
+        folded, _ = fold_batchnorm(model)
+        tmp = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False)
+        tmp.close()
+        with torch.no_grad():
+            forward = export_onnx(folded, x[:1].contiguous(), tmp.name, DEFAULT_OPSET, True, {})
+        os.unlink(tmp.name)  # the session holds the graph in memory
+    else:
+        forward = torch.compile(model)
+    with torch.no_grad():
+        for _ in range(warmup):
+            forward(x)
+        infer_s = _timed(lambda: forward(x), steps, dev)
+        one = x[:1].clone()
+        for _ in range(warmup):
+            forward(one)
+        times = [_timed(lambda: forward(one), 1, dev) for _ in range(latency_runs)]
+    flops = count_flops_by_module(model, input_size)[""]
+    return {
+        "model": spec, "params": count_params(model), "macs": flops // 2, "input_size": list(input_size),
+        "batch_size": len(x), "train_img_s": None, "infer_img_s": steps * len(x) / infer_s,
+        "latency_ms": statistics.median(times) * 1e3, "peak_mem_mb": None, "train_flops": None,
+    }
 
 
 def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup: int, dev: torch.device,

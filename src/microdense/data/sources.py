@@ -1,5 +1,6 @@
 """Where images come from: the synthetic set, CIFAR-10/100 on disk, or any ImageFolder tree.
 
+Decoding shows a progress bar where this module's logger shows INFO (the command line's default, not --quiet).
 Small images (<= 64 px) are decoded once into one uint8 tensor (`TensorImages`); large ones stay
 files (`FileImages`) for per-image torchvision transforms. Every failure the user can fix is a
 `UserError` naming the path and the fix.
@@ -111,6 +112,9 @@ def _scan_folder(root: Path) -> Tuple[List[str], List[str], List[int]]:
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
     if not classes:
         raise UserError(f"data folder {root} has no class sub-folders; expected {root}/<class>/<image>")
+    if len(classes) == 1:
+        raise UserError(f"data folder {root} has one class sub-folder ({classes[0]}); a classifier needs at least 2: "
+                        f"{root}/<class>/<image>")
     paths, labels = [], []
     for label, cls in enumerate(classes):
         for dirpath, _, files in sorted(os.walk(root / cls, followlinks=True)):
@@ -150,7 +154,8 @@ def _decode_all(paths: List[str], labels: List[int], size: Tuple[int, int], desc
     ok = torch.zeros(len(paths), dtype=torch.bool)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         results = pool.map(lambda p: _decode_rgb(p, size), paths, chunksize=256)
-        for i, img in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img", leave=False)):
+        for i, img in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img", leave=False,
+                                     disable=not log.isEnabledFor(logging.INFO))):
             if img is not None:
                 images[i] = img
                 ok[i] = True
@@ -174,7 +179,7 @@ def _verify_files(paths: List[str], labels: List[int]) -> FileImages:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         good = list(tqdm(pool.map(readable, paths, chunksize=256), total=len(paths), desc="checking images",
-                         unit="img", leave=False))
+                         unit="img", leave=False, disable=not log.isEnabledFor(logging.INFO)))
     bad = [p for p, g in zip(paths, good) if not g]
     if bad:
         log.warning("skipped %d unreadable image(s), e.g. %s", len(bad), bad[0])

@@ -4,70 +4,79 @@ Every field is settable from a YAML file and from the command line; the resolved
 saved in the run folder so a run can be repeated exactly.
 """
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import yaml
 
-from microdense.errors import UserError
+from microdense.fields import check_fields, setting
 
 RECIPES = ("paper", "fast", "imagenet", "darts")
 SCHEDULES = ("step", "cosine", "onecycle")
+DATA_KINDS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+# NOTE: Lightning's precision names; on a CPU it runs only fp32, fp64 and bfloat16 (it would silently turn fp16 AMP
+# into bf16, and has no fp16 or Transformer Engine kernels there).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16")
+CPU_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "64-true")
 SYNTHETIC_DEMO_EPOCHS = 3
 
 
 @dataclass
 class TrainConfig:
+    """Every training setting. `setting(...)` states the values each field allows; `validate_config` enforces them."""
+
     # what to train on what
     model: str = "microdensenet_cifar_tiny"
-    model_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs (block fields...)
+    model_kwargs: Dict[str, Any] = setting(default_factory=dict)  # extra timm.create_model kwargs (block fields...)
     genotype: Optional[str] = None  # DARTS-space models: a name, JSON file/text or Genotype(...) string
-    num_classes: Optional[int] = None  # None: from the data
-    data: str = "synthetic"
+    num_classes: Optional[int] = setting(None, ge=2)  # None: from the data
+    data: str = setting("synthetic", choices=DATA_KINDS)
     data_dir: Optional[str] = None
     download: bool = False
-    val_split: Optional[float] = None  # None: the dataset's own val split, else 10% held out
+    val_split: Optional[float] = setting(None, gt=0, lt=1)  # None: the dataset's own val split, else 10% held out
     # schedule (the recipe fills these)
-    recipe: str = "fast"
-    epochs: Optional[int] = None
-    max_steps: int = -1  # stop after this many optimizer steps (-1: the epochs decide)
-    batch_size: int = 128  # per device
-    lr: float = 0.1
-    momentum: float = 0.9
+    recipe: str = setting("fast", choices=RECIPES)
+    epochs: Optional[int] = setting(None, ge=1)
+    max_steps: int = setting(-1, ge=1, also=(-1,))  # stop after this many optimizer steps (-1: the epochs decide)
+    batch_size: int = setting(128, ge=1)  # per device
+    lr: float = setting(0.1, gt=0)
+    momentum: float = setting(0.9, ge=0, lt=1)
     nesterov: bool = True
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # step | cosine | onecycle
-    milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # step schedule, fractions of epochs
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    grad_clip: Optional[float] = None
-    aux_weight: float = 0.0  # weight of auxiliary-head losses, for models with `forward_train`
+    weight_decay: float = setting(1e-4, ge=0)
+    schedule: str = setting("cosine", choices=SCHEDULES)
+    milestones: List[float] = setting(default_factory=lambda: [0.5, 0.75], gt=0, lt=1)  # step: fractions of epochs
+    warmup_epochs: float = setting(0.0, ge=0)
+    label_smoothing: float = setting(0.0, ge=0, lt=1)
+    grad_clip: Optional[float] = setting(None, gt=0)
+    aux_weight: float = setting(0.0, ge=0)  # weight of auxiliary-head losses, for models with `forward_train`
     # regularisation and augmentation
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    ema_decay: float = 0.0  # 0: off; e.g. 0.9998 keeps an EMA of the weights, used for validation
-    mixup: float = 0.0  # timm Mixup alpha; 0: off
-    cutmix: float = 0.0  # timm CutMix alpha; 0: off
+    drop_rate: float = setting(0.0, ge=0, lt=1)
+    drop_path_rate: float = setting(0.0, ge=0, lt=1)
+    ema_decay: float = setting(0.0, ge=0, lt=1)  # 0: off; e.g. 0.9998 keeps an EMA of the weights, used for validation
+    mixup: float = setting(0.0, ge=0)  # timm Mixup alpha; 0: off
+    cutmix: float = setting(0.0, ge=0)  # timm CutMix alpha; 0: off
     randaugment: Optional[str] = None  # timm spec, e.g. "rand-m9-mstd0.5"
-    crop_padding: int = 4
+    crop_padding: int = setting(4, ge=0)
     flip: bool = True
-    cutout: int = 0
-    img_size: int = 224
-    crop_pct: float = 0.875
+    cutout: int = setting(0, ge=0)
+    img_size: int = setting(224, ge=8)
+    crop_pct: float = setting(0.875, gt=0, le=1)
     # run
     out: Optional[str] = None  # run folder; default runs/<model>-<data>-<time>
     resume: bool = False
-    seed: int = 0
-    devices: str = "auto"
-    num_nodes: int = 1
-    accelerator: str = "auto"
-    precision: str = "32-true"
-    workers: int = 4
+    seed: int = setting(0, ge=0, lt=2 ** 32)
+    devices: str = "auto"  # a count, "auto", "-1" (every GPU) or GPU indices like "0,1"
+    num_nodes: int = setting(1, ge=1)
+    accelerator: str = setting("auto", choices=ACCELERATORS)
+    precision: str = setting("32-true", choices=PRECISIONS)
+    workers: int = setting(4, ge=0)
     channels_last: bool = False
     deterministic: bool = False
-    checkpoint_every: int = 0  # also save last.ckpt every N steps (0: at epoch ends only)
+    checkpoint_every: int = setting(0, ge=0)  # also save last.ckpt every N steps (0: at epoch ends only)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -77,40 +86,95 @@ def _read_yaml(path: Path, what: str) -> Dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise UserError(f"{what} {path} does not exist") from None
+        raise ValueError(f"{what} {path} does not exist") from None
     except yaml.YAMLError as e:
-        raise UserError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ValueError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise UserError(f"{what} {path} must hold a mapping of field: value")
+        raise ValueError(f"{what} {path} must hold a mapping of field: value")
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
-        raise UserError(f"{what} {path} has unknown field(s) {unknown}; see `microdense train --help`")
+        raise ValueError(f"{what} {path} has unknown field(s) {unknown}; fields are {', '.join(FIELDS)}")
     return data
 
 
 def recipe_values(name: str) -> Dict[str, Any]:
     if name not in RECIPES:
-        raise UserError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}", exit_code=2)
+        raise ValueError(f"TrainConfig.recipe: unknown value {name!r}; choose one of {', '.join(RECIPES)}")
     path = resources.files("microdense.train") / "recipes" / f"{name}.yaml"
     return _read_yaml(Path(str(path)), "recipe")
 
 
 def resolve_config(cli: Dict[str, Any], config_file: Optional[str] = None) -> TrainConfig:
-    """Merge defaults < recipe < YAML file < command-line values (None in `cli` means "not given")."""
+    """Merge defaults < recipe < YAML file < command-line values (None in `cli` means "not given"), then validate.
+
+    Raises:
+        ValueError, TypeError: one line naming the field, the value and what is allowed.
+    """
     from_file = _read_yaml(Path(config_file), "config file") if config_file else {}
     given = {k: v for k, v in cli.items() if v is not None and k in FIELDS}
     recipe = given.get("recipe", from_file.get("recipe", TrainConfig.recipe))
+    if not isinstance(recipe, str):
+        raise TypeError(f"TrainConfig.recipe: needs a string, got {recipe!r}")
     values: Dict[str, Any] = {**recipe_values(recipe), **from_file, **given, "recipe": recipe}
     if "epochs" not in from_file and "epochs" not in given and values.get("data", TrainConfig.data) == "synthetic":
         # NOTE: synthetic data is a demo: it runs a few epochs unless epochs are asked for explicitly.
         values["epochs"] = SYNTHETIC_DEMO_EPOCHS
-    try:
-        cfg = TrainConfig(**values)
-    except TypeError as e:
-        raise UserError(f"bad configuration: {e}") from None
-    if cfg.schedule not in SCHEDULES:
-        raise UserError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}", exit_code=2)
+    cfg = TrainConfig(**values)
+    validate_config(cfg)
     return cfg
+
+
+def _accelerator_is_cpu(accelerator: str) -> bool:
+    if accelerator == "cpu":
+        return True
+    if accelerator != "auto":
+        return False
+    import torch
+    return not torch.cuda.is_available() and not torch.backends.mps.is_available()
+
+
+def _check_devices(devices: str, on_cpu: bool) -> None:
+    text = str(devices).strip()
+    allowed = "a count >= 1 or 'auto'" if on_cpu else "a count >= 1, 'auto', '-1' (every GPU) or indices like '0,1'"
+    if text == "auto" or (text.isdigit() and int(text) >= 1):
+        return
+    if not on_cpu and (text == "-1" or all(p.strip().isdigit() for p in text.split(","))):
+        return
+    raise ValueError(f"TrainConfig.devices: {devices!r} is not allowed here; use {allowed}")
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Refuse a configuration that cannot run, before any data is read or any folder is made.
+
+    Checks every field's type and range (`setting` rules), then the rules that join fields: a known model and
+    genotype, a readable RandAugment spec, Nesterov's momentum, a stopping point, and a precision and device list
+    the chosen accelerator runs.
+    """
+    check_fields(cfg)
+    if cfg.epochs is None and cfg.max_steps == -1:
+        raise ValueError("TrainConfig.epochs: nothing says when to stop; set epochs (>= 1) or max_steps (>= 1)")
+    if cfg.schedule == "step" and cfg.epochs is None:
+        raise ValueError("TrainConfig.schedule: 'step' places its milestones in epochs; set epochs (>= 1)")
+    if cfg.nesterov and cfg.momentum == 0:
+        raise ValueError("TrainConfig.nesterov: Nesterov momentum needs momentum > 0; set nesterov false or raise "
+                         "momentum")
+    on_cpu = _accelerator_is_cpu(cfg.accelerator)
+    if on_cpu and cfg.precision not in CPU_PRECISIONS:
+        raise ValueError(f"TrainConfig.precision: {cfg.precision!r} does not run on a CPU; choose one of "
+                         f"{', '.join(CPU_PRECISIONS)}")
+    _check_devices(cfg.devices, on_cpu)
+    from microdense.models import check_model_name
+    check_model_name(cfg.model)
+    if cfg.genotype is not None:
+        from microdense.nas.genotypes import parse_genotype
+        parse_genotype(cfg.genotype)
+    if cfg.randaugment is not None:
+        from timm.data.auto_augment import rand_augment_transform
+        try:
+            rand_augment_transform(cfg.randaugment, {})
+        except Exception as e:  # timm asserts and indexes its way through the spec string
+            raise ValueError(f"TrainConfig.randaugment: {cfg.randaugment!r} is not a timm RandAugment spec "
+                             f"like 'rand-m9-mstd0.5' ({type(e).__name__}: {e})") from None
 
 
 def save_config(cfg: TrainConfig) -> str:

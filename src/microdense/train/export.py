@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from timm.models import save_for_hf
 
 from microdense.errors import UserError
+from microdense.io import default_mode
 from microdense.models import create_model
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -37,6 +38,7 @@ def export_model(model: nn.Module, run_dir: os.PathLike, model_name: str, model_
             data_config=dict(input_size=tuple(input_size), mean=tuple(mean), std=tuple(std), crop_pct=crop_pct),
         )
         for name in (WEIGHTS, CONFIG):
+            os.chmod(Path(tmp) / name, default_mode())  # safetensors writes 0600
             os.replace(Path(tmp) / name, run_dir / name)
     return run_dir / WEIGHTS
 

@@ -9,20 +9,57 @@ from typing import Any, Dict, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from microdense.bench.size import measure_size
 from microdense.data.datamodule import DataCfg, ImageDataModule
 from microdense.errors import UserError
 from microdense.io import SafeCheckpointIO, atomic_write_text
-from microdense.models import check_model_name, create_model
-from microdense.train.config import TrainConfig, save_config
+from microdense.models import create_model
+from microdense.train.config import TrainConfig, save_config, validate_config
 from microdense.train.export import export_model
+from microdense.train.interrupt import StopOnInterrupt, StopRequested
 from microdense.train.report import EpochReport, read_metrics
 from microdense.train.system import ClassificationSystem
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on Ctrl-C after saving `checkpoint`; `--resume` continues from it."""
+
+    def __init__(self, run_dir: Path, checkpoint: Path, step: int):
+        super().__init__(f"training of {run_dir} interrupted at step {step}; {checkpoint} saved")
+        self.run_dir, self.checkpoint, self.step = run_dir, checkpoint, step
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich bar without `v_num`, the logger's version name (ours is a fixed folder name)."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *prefixes: str):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.prefixes)
+
+
+def _silence_third_party_noise() -> None:
+    """Lightning's advertisement and a deprecation it triggers inside torch: dropped by their exact text only."""
+    import warnings
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropMessages) for f in logger.filters):
+        logger.addFilter(_DropMessages("💡 Tip: For seamless cloud logging"))
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 @dataclass
@@ -47,8 +84,8 @@ def _is_launch_primary() -> bool:
     return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> Optional[Path]:
-    """Refuse to write over another run; return the checkpoint to resume from, if resuming."""
+def check_run_dir(run_dir: Path, resume: bool) -> Optional[Path]:
+    """Refuse to write over another run; return the checkpoint to resume from, if resuming. Creates nothing."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if not _is_launch_primary():
         return last if resume else None
@@ -59,7 +96,6 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> Optional[Path]:
         return last
     if holds_run:
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
     return None
 
 
@@ -72,12 +108,20 @@ def _devices(value: str) -> Any:
     return int(value) if str(value).isdigit() else value
 
 
-def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
-    """Train `cfg.model` as `cfg` says; returns the final figures (also in the run folder)."""
-    check_model_name(cfg.model)
+def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: bool = True) -> TrainResult:
+    """Train `cfg.model` as `cfg` says; returns the final figures (also in the run folder).
+
+    Everything is checked (the configuration, the run folder, the data, the model) before the run folder is made.
+    `progress`: show Lightning's progress bar and model summary.
+
+    Raises:
+        TrainingInterrupted: Ctrl-C stopped training after saving last.ckpt.
+    """
+    validate_config(cfg)
+    _silence_third_party_noise()
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     cfg = dataclasses.replace(cfg, out=str(run_dir))
-    resume_from = prepare_run_dir(run_dir, cfg.resume)
+    resume_from = check_run_dir(run_dir, cfg.resume)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = ImageDataModule(_data_cfg(cfg), cfg.num_classes)
@@ -95,6 +139,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResul
     model = create_model(cfg.model, **model_args)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    run_dir.mkdir(parents=True, exist_ok=True)
 
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/top1", mode="max",
@@ -103,6 +148,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResul
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=cfg.checkpoint_every or None,
                            auto_insert_metric_name=False, enable_version_counter=False)
     report = EpochReport(run_dir)
+    stopper = StopOnInterrupt(ckpt_dir / "last.ckpt")
+    bars = [ProgressBar()] if progress else []
     trainer = pl.Trainer(
         accelerator=cfg.accelerator,
         devices=_devices(cfg.devices),
@@ -115,7 +162,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResul
         use_distributed_sampler=False,  # the data module shards by rank itself, resumably
         default_root_dir=run_dir,
         logger=[CSVLogger(run_dir, name="", version="logs"), TensorBoardLogger(run_dir, name="", version="tensorboard")],
-        callbacks=[best, last, report, LearningRateMonitor("step"), *callbacks],
+        callbacks=[best, last, report, LearningRateMonitor("step"), stopper, *bars, *callbacks],
+        enable_progress_bar=progress,
+        enable_model_summary=False,  # NOTE: Lightning's lists the metrics as modules and FLOPs as 0; ours is a line
         plugins=[SafeCheckpointIO()],
         log_every_n_steps=10,
         num_sanity_val_steps=0,
@@ -123,14 +172,26 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResul
     steps_per_epoch = max(1, len(datamodule.source.train) // (datamodule.cfg.batch_size * trainer.world_size))
     system = ClassificationSystem(model, cfg, num_classes, steps_per_epoch)
     c, (h, w) = 3, datamodule.image_size
+    crop_pct = 1.0 if datamodule.small else cfg.crop_pct  # how the validation images are resized
     system.run_info = dict(model=cfg.model, model_args=model_args, classes=list(datamodule.source.classes),
                            mean=list(datamodule.mean), std=list(datamodule.std), input_size=[c, h, w],
-                           ema=cfg.ema_decay > 0)
+                           crop_pct=crop_pct, ema=cfg.ema_decay > 0)
     if trainer.is_global_zero:
         atomic_write_text(run_dir / CONFIG_FILE, save_config(cfg))
 
+    if trainer.is_global_zero:
+        size = measure_size(cfg.model, model, (c, h, w))
+        log.info("%s: %.3fM parameters, %.1fM MACs per %dx%dx%d image, %d classes; run folder %s", cfg.model,
+                 size.params / 1e6, size.macs / 1e6, c, h, w, num_classes, run_dir)
     start = time.perf_counter()
-    trainer.fit(system, datamodule=datamodule, ckpt_path=resume_from)
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=resume_from)
+    except StopRequested as e:
+        raise TrainingInterrupted(run_dir, stopper.checkpoint, e.step) from None
+    except SystemExit:  # Lightning exits after a KeyboardInterrupt it caught (a second Ctrl-C)
+        if stopper.requested:
+            raise KeyboardInterrupt from None
+        raise
     seconds = time.perf_counter() - start
 
     rows = read_metrics(run_dir / "metrics.csv")
@@ -138,7 +199,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResul
     if trainer.is_global_zero:
         export_model(system._eval_model(), run_dir, cfg.model, model_args, datamodule.source.classes,
                      datamodule.mean, datamodule.std, (c, h, w),
-                     crop_pct=1.0 if datamodule.small else cfg.crop_pct,
+                     crop_pct=crop_pct,
                      metrics={k: final.get(k) for k in ("val_top1", "val_top5", "val_loss")})
     return TrainResult(
         run_dir=run_dir,

@@ -1,0 +1,163 @@
+"""The `microdense` command's front door: its argument parser, and the model list, without importing torch.
+
+It lives outside the `microdense` package on purpose: `import microdense` imports torch and timm to register the
+models (1.5-3 s on a 2-core machine), which `microdense --help` and `microdense models` have no need of. Every
+other command imports `microdense.cli`, which does the work. A test keeps `MODEL_NAMES` equal to the registry.
+"""
+import argparse
+import fnmatch
+import sys
+from typing import Any, Callable, List, NoReturn, Optional
+
+# NOTE: the names `microdense` registers with timm, as timm.list_models() orders them.
+MODEL_NAMES = (
+    "darts_cifar", "darts_v1_cifar", "darts_v2_cifar", "densenet_bc100_k12_cifar", "densenet_bc190_k40_cifar",
+    "microdense_darts_v1_cifar", "microdense_darts_v2_cifar", "microdensenet_cifar_base", "microdensenet_cifar_large",
+    "microdensenet_cifar_small", "microdensenet_cifar_tiny", "microdensenet_imagenet_base",
+    "microdensenet_imagenet_small", "preact_resnet164_cifar", "pyramidnet110_a48_cifar", "resnet18_cifar",
+    "resnet110_cifar", "resnext29_8x64d_cifar", "wrn28_10_cifar",
+)
+RECIPES = ("paper", "fast", "imagenet", "darts")
+DATA_KINDS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (no usage block) naming the command and where help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def number(kind: Callable[[str], Any], low: float, high: Optional[float] = None, low_open: bool = False,
+           high_open: bool = True) -> Callable[[str], Any]:
+    """An argparse type: `kind` within [low, high) (open or closed ends as asked)."""
+    lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+    span = f"{lo}{low}, {'inf' if high is None else high}{hi}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
+        if (value < low or (low_open and value == low)) or (
+                high is not None and (value > high or (high_open and value == high))):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range; it must lie in {span}")
+        return value
+
+    return parse
+
+
+def _add_data_args(p: argparse.ArgumentParser, default_data: Optional[str], checked: bool) -> None:
+    """The data flags. `checked`: bound them here (eval); train leaves them to its configuration check."""
+    p.add_argument("--data", choices=DATA_KINDS, default=default_data, help="dataset (default: synthetic)")
+    p.add_argument("--data-dir", help="dataset folder (CIFAR root, or an ImageFolder tree)")
+    p.add_argument("--val-split", type=number(float, 0, 1, low_open=True) if checked else float,
+                   help="hold out this stratified fraction of the training images")
+    p.add_argument("--batch-size", type=number(int, 1) if checked else int, help="images per device per step")
+    p.add_argument("--workers", type=number(int, 0) if checked else int, help="loader worker processes (large images)")
+    p.add_argument("--seed", type=number(int, 0, 2 ** 32) if checked else int,
+                   help="seed for data order, splits and initialisation")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="microdense", description="Micro-Dense Nets: models, training, benchmarks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    p = sub.add_parser("models", help="list registered model names")
+    p.add_argument("pattern", nargs="?", default="", help="wildcard filter, e.g. 'microdense*cifar*'")
+
+    p = sub.add_parser("info", help="parameters, MACs and per-stage table of a model")
+    p.add_argument("name", help="registered model name (see `microdense models`)")
+    p.add_argument("--num-classes", type=number(int, 2), default=None, help="classifier outputs (default: the model's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    p = sub.add_parser("train", help="train a model (no flags: a short demo run on synthetic data)",
+                       description="Every flag can also be set in a YAML file given with --config; flags win. "
+                                   "Every value is checked before any data is read or any folder is made.")
+    p.add_argument("--config", help="YAML file of training fields")
+    p.add_argument("--model", help="registered model name (default microdensenet_cifar_tiny)")
+    p.add_argument("--num-classes", type=int, help="classifier outputs (default: from the data)")
+    _add_data_args(p, None, checked=False)
+    p.add_argument("--download", action="store_true", default=None, help="download CIFAR if missing")
+    p.add_argument("--recipe", choices=RECIPES, help="training recipe (default fast)")
+    p.add_argument("--genotype", help="DARTS-space models: DARTS_V1/DARTS_V2, a JSON file or text, or a "
+                                      "Genotype(...) string")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--out", help="run folder (default runs/<model>-<data>-<time>)")
+    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
+    p.add_argument("--devices", help="devices per node: a count, 'auto', or a list like '0,1'")
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--precision", help="Lightning precision: 32-true, bf16-mixed, 16-mixed (GPU), ...")
+    p.add_argument("--accelerator", help="cpu, gpu, auto")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other training field, e.g. --set ema_decay=0.9998 --set mixup=0.2")
+    p.add_argument("--quiet", action="store_true", help="print only the closing line (warnings still go to stderr)")
+
+    p = sub.add_parser("bench", help="speed, memory and hardware efficiency of models, side by side")
+    p.add_argument("--models", required=True,
+                   help="comma-separated names; name:key=value adds a model kwarg or run option "
+                        "(channels_last, compile), e.g. microdensenet_cifar_base:memory_efficient=true")
+    p.add_argument("--batch-size", type=number(int, 1), default=64)
+    p.add_argument("--steps", type=number(int, 1), default=10, help="timed steps per measurement")
+    p.add_argument("--warmup", type=number(int, 0), default=3, help="untimed steps before each measurement")
+    p.add_argument("--latency-runs", type=number(int, 1), default=30, help="batch-1 runs; the median is reported")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--backend", default="eager",
+                   help="comma-separated inference backends measured for every model, side by side: eager (also "
+                        "trains), compile, onnxruntime; e.g. --backend eager,compile,onnxruntime")
+    p.add_argument("--pipeline", action="store_true",
+                   help="also train through the Lightning pipeline on synthetic data: its img/s and overhead")
+    p.add_argument("--json", metavar="PATH", help="write {machine, results} as JSON")
+    p.add_argument("--plot", metavar="PNG", help="draw throughput and memory against parameters")
+
+    p = sub.add_parser("eval", help="top-1/top-5/loss of a trained model")
+    p.add_argument("--checkpoint", required=True, help="run folder, model.safetensors or a .ckpt")
+    _add_data_args(p, "synthetic", checked=True)
+    p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"), default="auto")
+    p.add_argument("--json", action="store_true", help="last line printed is one JSON object")
+    p.add_argument("--per-class", action="store_true", help="accuracy of every class")
+    p.add_argument("--plot", metavar="PNG", help="write the confusion matrix here")
+    p.set_defaults(batch_size=256, workers=4, seed=0)
+
+    p = sub.add_parser("predict", help="top-k labels for image files and folders")
+    p.add_argument("--checkpoint", required=True,
+                   help="run folder, model.safetensors, a .ckpt, or an exported .onnx / TorchScript .pt")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders walked recursively")
+    p.add_argument("--topk", type=number(int, 1), help="labels per image (default 5, or every class if fewer)")
+    p.add_argument("--batch-size", type=number(int, 1), default=32)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    out.add_argument("--csv", metavar="OUT", help="write path,rank,label,class_index,probability rows here")
+
+    p = sub.add_parser("export", help="an ONNX or TorchScript file of a trained model, checked against it",
+                       description="BatchNorm layers that directly follow a conv are folded into it first; the file "
+                                   "is kept only if its logits match the source model within 1e-4 with the same "
+                                   "top-1. TorchScript is deprecated by PyTorch; prefer onnx.")
+    p.add_argument("--checkpoint", required=True, help="run folder, model.safetensors or a .ckpt")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    p.add_argument("--out", help="file to write (default: beside the checkpoint, model.onnx or model.pt)")
+    p.add_argument("--opset", type=number(int, 13, 23, high_open=False), help="ONNX opset (default 18)")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="any batch size (default: one image per call, the serving shape)")
+    return parser
+
+
+def list_models(pattern: str = "") -> List[str]:
+    return [n for n in MODEL_NAMES if fnmatch.fnmatchcase(n, pattern or "*")]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "models":
+        for name in list_models(args.pattern):
+            print(name)
+        return 0
+    from microdense.cli import run_command
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
