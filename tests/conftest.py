@@ -31,3 +31,13 @@ def shared_cifar() -> Path:
     if not SHARED_CIFAR.is_dir():
         pytest.skip(f"real CIFAR-10 images not found at {SHARED_CIFAR}")
     return SHARED_CIFAR
+
+
+def fp32_noise(model, x) -> float:
+    """How far `model`'s float32 logits for `x` lie from its own float64 computation: the rounding floor below
+    which no two float32 implementations (folded, exported) can be expected to agree."""
+    import copy
+
+    import torch
+    with torch.no_grad():
+        return float((model(x).double() - copy.deepcopy(model).double()(x.double())).abs().max())

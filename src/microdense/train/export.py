@@ -51,6 +51,20 @@ class LoadedModel:
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
     input_size: Tuple[int, int, int]
+    crop_pct: float = 1.0  # eval resize = input side / crop_pct, then a centre crop
+
+    def data_config(self) -> Dict[str, Any]:
+        """timm's data config (`resolve_data_config` keys) for this model's eval transform."""
+        return dict(input_size=tuple(self.input_size), interpolation="bilinear", mean=tuple(self.mean),
+                    std=tuple(self.std), crop_pct=self.crop_pct, crop_mode="center")
+
+    def metadata(self) -> Dict[str, Any]:
+        """What a deployed copy needs beside its weights: the architecture, class names and input transform."""
+        return dict(architecture=self.name, label_names=list(self.classes), **self.data_config())
+
+
+def _default_crop_pct(input_size: Tuple[int, ...]) -> float:
+    return 1.0 if max(input_size[1:]) <= 64 else 0.875  # what training's eval used: small images uncropped
 
 
 def _corrupt(path: Path, e: Exception) -> UserError:
@@ -72,8 +86,8 @@ def _load_export(folder: Path) -> LoadedModel:
     model = create_model(cfg["architecture"], **cfg.get("model_args", {}))
     model.load_state_dict(state)
     classes = cfg.get("label_names") or pre.get("label_names") or []
-    return LoadedModel(model, cfg["architecture"], classes, tuple(pre["mean"]),
-                       tuple(pre["std"]), tuple(pre["input_size"]))
+    return LoadedModel(model, cfg["architecture"], classes, tuple(pre["mean"]), tuple(pre["std"]),
+                       tuple(pre["input_size"]), pre.get("crop_pct", _default_crop_pct(pre["input_size"])))
 
 
 def _load_lightning(path: Path) -> LoadedModel:
@@ -89,7 +103,7 @@ def _load_lightning(path: Path) -> LoadedModel:
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(state)
     return LoadedModel(model, info["model"], info["classes"], tuple(info["mean"]), tuple(info["std"]),
-                       tuple(info["input_size"]))
+                       tuple(info["input_size"]), info.get("crop_pct", _default_crop_pct(info["input_size"])))
 
 
 def load_model(path: os.PathLike) -> LoadedModel:
