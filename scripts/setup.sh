@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv in the repository root and install microdense into it, with its test tools.
+# Create .venv in the repository root and install microdense into it, with its test tools and the ONNX extra.
 # The same script serves the README's first command and CI, so a missing install step shows up in both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +12,5 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 .venv/bin/python -m pip install -q --upgrade pip
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q $TORCH_SPEC
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,export]"
 echo "microdense installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

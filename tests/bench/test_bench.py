@@ -42,3 +42,18 @@ def test_bench_unknown_model_is_refused_before_any_work(capsys):
     from microdense.bench.run import run_bench
     with pytest.raises(UserError, match="unknown model 'nope'"):
         run_bench(["nope"])
+
+
+@pytest.mark.slow
+def test_inference_backends_side_by_side(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--models", "microdensenet_cifar_tiny", "--backend", "eager,onnxruntime", "--batch-size",
+                 "4", "--steps", "2", "--warmup", "1", "--latency-runs", "3", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["model"] for r in rows] == ["microdensenet_cifar_tiny", "microdensenet_cifar_tiny:backend=onnxruntime"]
+    eager, ort = rows
+    assert eager["train_img_s"] > 0 and eager["efficiency"] > 0
+    assert ort["train_img_s"] is None and ort["efficiency"] is None and ort["peak_mem_mb"] is None
+    assert ort["infer_img_s"] > 0 and ort["latency_ms"] > 0 and ort["macs"] == eager["macs"]
+    row = [line for line in capsys.readouterr().out.splitlines() if "backend=onnxruntime" in line][0]
+    assert row.split("│")[3].strip() == "-"  # no training figure for an inference-only backend
