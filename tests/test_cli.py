@@ -45,9 +45,8 @@ def test_unknown_model_one_line_with_suggestions_exit_2():
 
 
 def test_refused_config_is_one_line(capsys):
-    from microdense.errors import UserError
     from microdense.models import create_model
-    with pytest.raises(UserError, match="MicroDenseBlockCfg.base_width: 12 is not divisible by group_width 8"):
+    with pytest.raises(ValueError, match="MicroDenseBlockCfg.base_width: 12 is not divisible by group_width 8"):
         create_model("microdensenet_cifar_tiny", base_width=12)
 
 

@@ -2,7 +2,7 @@
 
 `import microdense` registers every model with timm: `timm.create_model("microdensenet_cifar_base")`.
 """
-from microdense import models  # noqa: F401  (registers the models with timm)
+from microdense import models, nas  # noqa: F401  (registers the model families and the DARTS networks with timm)
 from microdense.layers import MicroDenseBlock, MicroDenseBlockCfg
 
 __version__ = "0.1.0"

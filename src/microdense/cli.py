@@ -1,14 +1,36 @@
-"""The `microdense` commands (the parser is `microdense_cli`'s). The command line owns the terminal: library code
-never prints, and raises `ValueError`/`TypeError` for bad values, which the commands word as `UserError`s.
+"""The `microdense` commands (the parser is `microdense_cli`'s). The command line owns the terminal.
 
-User errors end as one line on stderr and a non-zero exit, never a traceback.
+One error policy: library code never prints; it raises `ValueError`/`TypeError` for a bad value and `OSError`s
+(`FileNotFoundError`, ...) for a missing or unwritable path, with messages that name fields, never flags. Here
+alone they become one line on stderr and exit status 2 (a bad value) or 1 (a path), never a traceback. A
+`ValueError`/`TypeError` raised outside this package is a bug, not a user error, and keeps its traceback.
 """
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import List, Optional
 
-from microdense.errors import UserError
+PACKAGE_DIRS = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "microdense_cli.py")
+
+
+class UserError(Exception):
+    """A command-line mistake found by the command line itself (a malformed --set, conflicting flags)."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _raised_by_us(e: BaseException) -> bool:
+    """True when the innermost frame of `e`'s traceback is this package's code: a deliberate, worded error."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    path = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return any(path == d or d in path.parents for d in PACKAGE_DIRS)
 
 
 def _fmt_count(n: float, unit: str = "") -> str:
@@ -32,7 +54,7 @@ def _console():
 def cmd_info(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from microdense.bench.size import measure_size
+    from microdense.models.size import measure_size
     from microdense.models import create_model, resolve_input_size
 
     kwargs = {} if args.num_classes is None else dict(num_classes=args.num_classes)
@@ -97,10 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config_file = args.config
     if args.resume and args.out and not config_file and (Path(args.out) / CONFIG_FILE).exists():
         config_file = str(Path(args.out) / CONFIG_FILE)  # continue the run as it was configured
-    try:
-        cfg = resolve_config(cli, config_file)
-    except (ValueError, TypeError) as e:
-        raise UserError(str(e), exit_code=2) from None
+    cfg = resolve_config(cli, config_file)
     try:
         result = train(cfg, progress=not args.quiet)
     except TrainingInterrupted as e:
@@ -152,11 +171,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     specs = [s if b == "eager" else f"{s}:backend={b}" for s in args.models.split(",") if s for b in backends]
     if not specs:
         raise UserError("--models needs at least one model name", exit_code=2)
-    try:
-        for spec in specs:  # before the progress bar: a bad spec is one line, not a half-drawn bar
-            check_spec(spec)
-    except (ValueError, TypeError) as e:
-        raise UserError(f"--models: {e}", exit_code=2) from None
+    for spec in specs:  # before the progress bar: a bad spec is one line, not a half-drawn bar
+        check_spec(spec)
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
@@ -207,12 +223,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from microdense.deploy.predict import collect_images, open_predictor, predict
     from microdense.io import atomic_write_text
 
-    try:
-        files = collect_images(args.paths)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    files = collect_images(args.paths)
     if not files:
-        raise UserError(f"no image files under {', '.join(args.paths)}")
+        raise UserError(f"no image files under {', '.join(args.paths)}", exit_code=1)
     predictor = open_predictor(args.checkpoint)
     topk = args.topk or min(5, len(predictor.classes))
     skipped = []
@@ -225,19 +238,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True, disable=len(files) < 2) as bar:
         task = bar.add_task("predict", total=len(files))
-        try:
-            for pred in predict(predictor, files, topk, args.batch_size, skip):
-                done += 1
-                bar.update(task, completed=done + len(skipped))
-                if args.json:
-                    print(json.dumps(dict(path=pred.path, top=[dict(label=lab, index=i, probability=p)
-                                                               for lab, i, p in pred.top])))
-                elif args.csv:
-                    rows += [(pred.path, rank + 1, lab, i, f"{p:.6f}") for rank, (lab, i, p) in enumerate(pred.top)]
-                else:
-                    print(f"{pred.path}: " + ", ".join(f"{lab} {100 * p:.1f}%" for lab, _, p in pred.top))
-        except ValueError as e:
-            raise UserError(str(e), exit_code=2 if "topk" in str(e) else 1) from None
+        for pred in predict(predictor, files, topk, args.batch_size, skip):
+            done += 1
+            bar.update(task, completed=done + len(skipped))
+            if args.json:
+                print(json.dumps(dict(path=pred.path, top=[dict(label=lab, index=i, probability=p)
+                                                           for lab, i, p in pred.top])))
+            elif args.csv:
+                rows += [(pred.path, rank + 1, lab, i, f"{p:.6f}") for rank, (lab, i, p) in enumerate(pred.top)]
+            else:
+                print(f"{pred.path}: " + ", ".join(f"{lab} {100 * p:.1f}%" for lab, _, p in pred.top))
     if args.csv:
         buf = io.StringIO()
         writer = csv.writer(buf)
@@ -262,10 +272,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     loaded = load_model(checkpoint)
     folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
     out = Path(args.out) if args.out else folder / f"model{SUFFIXES[args.format]}"
-    try:
-        result = export_model_file(loaded, out, args.format, args.opset or DEFAULT_OPSET, args.dynamic_batch)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    result = export_model_file(loaded, out, args.format, args.opset or DEFAULT_OPSET, args.dynamic_batch)
     print(f"{result.fold.describe()}")
     print(f"checked on {result.images} inputs: max |logit difference| {result.max_abs_diff:.2e} (<= 1e-4), "
           f"same top-1; wrote {result.path}")
@@ -283,6 +290,15 @@ def run_command(args: argparse.Namespace) -> int:
     except UserError as e:
         print(f"microdense: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a path to fix: missing, unwritable, already taken
+        print(f"microdense: error: {e.strerror + ': ' + str(e.filename) if e.filename and e.strerror else e}",
+              file=sys.stderr)
+        return 1
+    except (ValueError, TypeError) as e:
+        if not _raised_by_us(e):
+            raise
+        print(f"microdense: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("microdense: interrupted", file=sys.stderr)
         return 130

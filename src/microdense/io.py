@@ -4,10 +4,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, Optional, Union
-
-import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
+from typing import IO, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -53,16 +50,3 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
 def atomic_write_text(path: PathLike, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
-
-
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO, made safe: writes go through a temporary file and a rename, and
-    loads never unpickle code (`weights_only=True`)."""
-
-    def save_checkpoint(self, checkpoint: Dict[str, Any], path: PathLike, storage_options: Optional[Any] = None) -> None:
-        with atomic_open(path, "wb") as f:
-            torch.save(checkpoint, f)
-
-    def load_checkpoint(self, path: PathLike, map_location: Optional[Any] = None, **kwargs: Any) -> Dict[str, Any]:
-        kwargs["weights_only"] = True
-        return super().load_checkpoint(path, map_location=map_location, **kwargs)

@@ -38,9 +38,8 @@ def test_bench_json_plot_and_table(tmp_path, capsys):
 
 
 def test_bench_unknown_model_is_refused_before_any_work(capsys):
-    from microdense.errors import UserError
     from microdense.bench.run import run_bench
-    with pytest.raises(UserError, match="unknown model 'nope'"):
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
         run_bench(["nope"])
 
 
@@ -57,3 +56,10 @@ def test_inference_backends_side_by_side(tmp_path, capsys):
     assert ort["infer_img_s"] > 0 and ort["latency_ms"] > 0 and ort["macs"] == eager["macs"]
     row = [line for line in capsys.readouterr().out.splitlines() if "backend=onnxruntime" in line][0]
     assert row.split("│")[3].strip() == "-"  # no training figure for an inference-only backend
+
+
+def test_a_failing_worker_reports_its_error_as_json():
+    from microdense.bench.run import bench_one
+    # amp=fp8 passes parse_spec but not measure(): the worker itself must word the failure
+    with pytest.raises(ValueError, match=r"benchmark of microdensenet_cifar_tiny:amp=fp8 failed: ValueError: amp='fp8'"):
+        bench_one("microdensenet_cifar_tiny:amp=fp8", 2, 1, 0, "cpu", 1, False)

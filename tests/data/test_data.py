@@ -8,7 +8,6 @@ from microdense.data.augment import BatchAugmentCfg, augment_batch, cutout, norm
 from microdense.data.loader import ShardedSampler
 from microdense.data.sources import load_imagefolder, load_source, stratified_split
 from microdense.data.synthetic import make_synthetic
-from microdense.errors import UserError
 
 
 def test_synthetic_is_deterministic_balanced_and_rgb():
@@ -57,15 +56,16 @@ def test_corrupt_images_are_skipped_with_a_count(tmp_path, caplog):
 @pytest.mark.parametrize("make, message", [
     (lambda p: p / "missing", "does not exist"),
     (lambda p: p, "has no class sub-folders"),
-    (lambda p: (p / "a").mkdir() or p, "holds no images"),
+    (lambda p: (p / "a").mkdir() or (p / "b").mkdir() or p, "holds no images"),
+    (lambda p: (p / "a").mkdir() or p, r"has one class sub-folder \(a\)"),
 ])
 def test_missing_or_empty_folder_is_a_user_error(tmp_path, make, message):
-    with pytest.raises(UserError, match=message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
         load_source("imagefolder", str(make(tmp_path)), False, None, 0)
 
 
 def test_cifar_missing_without_download_says_where_and_how(tmp_path):
-    with pytest.raises(UserError, match=r"cifar10 not found or corrupt at .*cifar-10-batches-py; pass --download"):
+    with pytest.raises(FileNotFoundError, match=r"cifar10 not found or corrupt at .*cifar-10-batches-py; download it"):
         load_source("cifar10", str(tmp_path), False, None, 0)
 
 

@@ -12,7 +12,7 @@ import microdense  # noqa: F401  (registers the models)
 from microdense.cli import main
 from microdense.deploy.export import export_model_file
 from microdense.models import list_models
-from microdense.train.export import LoadedModel
+from microdense.train.export import LoadedModel, RunInfo
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -44,8 +44,8 @@ def test_every_model_exports_to_onnx_at_its_own_input_size(name, tmp_path):
     from microdense.deploy.export import check_inputs
     model = timm.create_model(name)
     cfg = model.pretrained_cfg
-    loaded = LoadedModel(model, name, [f"c{i}" for i in range(cfg["num_classes"])], cfg["mean"], cfg["std"],
-                         cfg["input_size"], cfg["crop_pct"])
+    loaded = LoadedModel(model, RunInfo(name, {}, [f"c{i}" for i in range(cfg["num_classes"])], cfg["mean"],
+                                        cfg["std"], cfg["input_size"], cfg["crop_pct"]))
     _calibrate_batchnorm(model, check_inputs(loaded, 8, seed=1))
     # NOTE: an untrained 20-cell DARTS net differs from its own float64 computation by ~1e-4 in fp32; an export is
     # held to 1e-4 or to 4x the model's own fp32 rounding on these inputs, whichever is larger.
@@ -134,17 +134,17 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path):
     text_file = tmp_path / "notes.png"
     text_file.write_text("hello")
     assert_one_line_error(run_cli("predict", "--checkpoint", str(out), str(text_file)),
-                          "is not an image that can be read", 1)
+                          "is not an image that can be read", 2)
     assert_one_line_error(run_cli("predict", "--checkpoint", str(out), str(tree), "--topk", "5"),
                           "topk 5 must lie in 1..4", 2)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert_one_line_error(run_cli("export", "--checkpoint", str(out), "--format", "onnx",
-                                  "--out", str(blocker / "m.onnx")), "is not a writable folder", 1)
+                                  "--out", str(blocker / "m.onnx")), "is not a writable folder", 2)
     assert_one_line_error(run_cli("export", "--checkpoint", str(out), "--format", "torchscript", "--opset", "17"),
                           "--opset and --dynamic-batch are ONNX options", 2)
     foreign = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, foreign)
     assert_one_line_error(run_cli("export", "--checkpoint", str(foreign), "--format", "onnx"),
-                          "is not a microdense training checkpoint", 1)
+                          "is not a microdense training checkpoint", 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "notes.png", "other.ckpt"]

@@ -55,7 +55,9 @@ def test_refusals_name_field_and_numbers(kwargs, field, numbers):
 
 
 def test_no_divisibility_rule_without_groups():
-    MicroDenseBlock(32, 32, MicroDenseBlockCfg(base_width=20, group_width=8, cardinality="none"))
+    block = MicroDenseBlock(32, 32, MicroDenseBlockCfg(base_width=20, group_width=8, cardinality="none"))
+    assert [layer.conv2[1].groups for layer in block.layers] == [1, 1, 1]
+    assert [layer.conv2[1].out_channels for layer in block.layers] == [20, 40, 60]
 
 
 @pytest.mark.parametrize("pyramid, cardinality, aggregation, preact", ABLATIONS)
@@ -64,11 +66,18 @@ def test_every_ablation_shapes_and_backward(pyramid, cardinality, aggregation, p
     cfg = MicroDenseBlockCfg(base_width=8, group_width=4, pyramid=pyramid, cardinality=cardinality,
                              aggregation=aggregation, preact=preact)
     block = MicroDenseBlock(in_chs, out_chs, cfg, stride=stride)
+    chans = block_channels(cfg)
+    # the wiring each switch promises
+    assert [layer.conv1[1 if preact else 0].in_channels for layer in block.layers] == list(chans.in_widths)
+    assert [layer.conv2[1 if preact else 0].groups for layer in block.layers] == list(chans.groups)
+    assert block.has_shortcut == (aggregation != "dense") and block.concat == (aggregation != "residual")
     x = torch.randn(2, in_chs, 8, 8, requires_grad=True)
     y = block(x)
     assert y.shape == (2, out_chs, 8 // stride, 8 // stride)
     y.square().mean().backward()
-    assert torch.isfinite(x.grad).all()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for name, p in block.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
 
 
 def test_grouped_convs_have_design_groups():

@@ -4,7 +4,7 @@ import timm
 import torch
 
 import microdense  # noqa: F401
-from microdense.bench.size import measure_size
+from microdense.models.size import measure_size
 from microdense.models import resolve_input_size
 
 # Parameters at the family's class count (10 CIFAR, 1000 ImageNet); MACs at its input size.

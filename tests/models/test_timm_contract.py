@@ -1,4 +1,6 @@
 """The checks timm's tests/test_models.py holds its own models to, over every model we register."""
+import copy
+
 import pytest
 import timm
 import torch
@@ -27,29 +29,30 @@ def test_registry_holds_the_design_variants_and_baselines():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_finite_and_equal_with_grad_checkpointing(name):
+    # NOTE: with grad enabled, as timm's own test runs it: the recomputing paths only engage when inputs need grad.
     model = timm.create_model(name).eval()
-    x = _small_input(model)
-    with torch.no_grad():
-        y = model(x)
-        assert y.shape == (BATCH, model.pretrained_cfg["num_classes"])
-        assert torch.isfinite(y).all()
-        model.set_grad_checkpointing()
-        torch.testing.assert_close(model(x), y)
+    x = _small_input(model).requires_grad_()
+    y = model(x)
+    assert y.shape == (BATCH, model.pretrained_cfg["num_classes"])
+    assert torch.isfinite(y).all()
+    (grad_plain,) = torch.autograd.grad(y.sum(), x)
+    model.set_grad_checkpointing()
+    y2 = model(x)
+    torch.testing.assert_close(y2, y)
+    (grad_ckpt,) = torch.autograd.grad(y2.sum(), x)
+    torch.testing.assert_close(grad_ckpt, grad_plain)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_backward_reaches_every_parameter(name):
-    # NOTE: zero-initialised residual branches legitimately give their inner layers zero gradients at step 0;
+    # NOTE: `forward` alone, on a model created with defaults (timm's test): no parameter may sit idle.
+    # Zero-initialised residual branches legitimately give their inner layers zero gradients at step 0;
     # the Micro-Dense Nets can switch that off, so for them every gradient must also be non-zero.
     ours = name.startswith("microdensenet")
     model = timm.create_model(name, num_classes=42, **(dict(zero_init_residual=False) if ours else {})).train()
     x = _small_input(model)
-    if hasattr(model, "forward_train"):  # auxiliary heads are reached through the training forward only
-        y, aux = model.forward_train(x)
-        (y.mean() + sum(a.mean() for a in aux)).backward()
-    else:
-        y = model(x)
-        y.mean().backward()
+    y = model(x)
+    y.mean().backward()
     assert y.shape == (BATCH, 42)
     for pname, p in model.named_parameters():
         assert p.grad is not None, f"{pname} got no gradient"
@@ -121,8 +124,7 @@ def test_forward_intermediates_match_stages(name):
         assert model.forward_intermediates(x, indices=[0], intermediates_only=True)[0].shape == inters[0].shape
 
 
-@pytest.mark.parametrize("name", ["microdensenet_cifar_tiny", "microdensenet_imagenet_small", "resnet110_cifar",
-                                  "pyramidnet110_a48_cifar"])
+@pytest.mark.parametrize("name", MODELS)
 def test_torchscript_equals_eager(name):
     model = timm.create_model(name).eval()
     scripted = torch.jit.script(model)
@@ -131,13 +133,19 @@ def test_torchscript_equals_eager(name):
         torch.testing.assert_close(scripted(x), model(x))
 
 
-@pytest.mark.parametrize("name", ["microdensenet_cifar_tiny", "microdensenet_cifar_small"])
-def test_fx_trace_equals_eager(name):
+@pytest.mark.parametrize("name", MODELS)
+def test_fx_trace_equals_eager_forward_and_backward(name):
     model = timm.create_model(name).eval()
-    traced = torch.fx.symbolic_trace(model)
+    traced = torch.fx.symbolic_trace(copy.deepcopy(model))  # its own parameters, so each side has its own grads
     x = _small_input(model)
-    with torch.no_grad():
-        torch.testing.assert_close(traced(x), model(x))
+    y, y_traced = model(x), traced(x)
+    torch.testing.assert_close(y_traced, y)
+    y.sum().backward()
+    y_traced.sum().backward()
+    traced_params = dict(traced.named_parameters())
+    for pname, p in model.named_parameters():
+        if pname in traced_params:  # the traced graph holds what forward uses
+            torch.testing.assert_close(traced_params[pname].grad, p.grad, msg=pname)
 
 
 def test_block_fields_override_every_stage():

@@ -6,7 +6,6 @@ import timm
 import torch
 
 import microdense  # noqa: F401
-from microdense.errors import UserError
 from microdense.nas.cells import Cell, MicroDenseCellGroup
 from microdense.nas.genotypes import DARTS_V2, genotype_to_json, parse_genotype
 
@@ -20,14 +19,17 @@ def _params(model, aux=True):
 def test_darts_v2_at_published_size():
     # NOTE: DARTS's published 3.3M counts the network without its auxiliary head (its count_parameters skips
     # "auxiliary"); built with the head, as trained, the model holds 3.83M.
-    model = timm.create_model("darts_v2_cifar")
+    model = timm.create_model("darts_v2_cifar", auxiliary=True)
     assert model.auxiliary_head is not None
     assert round(_params(model, aux=False) / 1e6, 1) == 3.3
     assert _params(model, aux=False) == 3_349_342 and _params(model) == 3_825_768
+    plain = timm.create_model("darts_v2_cifar")  # as timm's inception_v3: no auxiliary head unless asked
+    assert plain.auxiliary_head is None and _params(plain) == 3_349_342
 
 
 def test_forward_returns_logits_only_and_aux_is_separate():
-    model = timm.create_model("darts_v2_cifar").train()
+    assert timm.create_model("darts_v2_cifar").train().forward_train(X)[1] == []  # no head, no auxiliary logits
+    model = timm.create_model("darts_v2_cifar", auxiliary=True).train()
     assert model(X).shape == (2, 10)
     logits, aux = model.forward_train(X)
     assert logits.shape == (2, 10) and len(aux) == 1 and aux[0].shape == (2, 10)
@@ -65,7 +67,7 @@ def test_each_cell_in_a_group_sees_group_input_and_fused_earlier_outputs():
         cell.register_forward_hook(lambda m, args, out: seen.append((args[0], args[1], out)))
     g = torch.randn(2, 16, 8, 8)
     with torch.no_grad():
-        y = group(g)
+        y = group(torch.zeros(1), g)  # a unit's signature: (s0, s1); a group reads s1 alone
         outs = [o for _, _, o in seen]
         for i, (s0, s1, _) in enumerate(seen):
             assert s0 is g  # s0: the group input itself
@@ -77,7 +79,7 @@ def test_each_cell_in_a_group_sees_group_input_and_fused_earlier_outputs():
 
 @pytest.mark.parametrize("name", ["darts_v1_cifar", "darts_v2_cifar", "microdense_darts_v2_cifar"])
 def test_backward_and_features(name):
-    model = timm.create_model(name, drop_path_rate=0.2).train()
+    model = timm.create_model(name, drop_path_rate=0.2, auxiliary=True).train()
     model.set_progress(1.0)
     logits, aux = model.forward_train(X)
     (logits.mean() + 0.4 * aux[0].mean()).backward()
@@ -87,6 +89,40 @@ def test_backward_and_features(name):
         outs = feats(X)
     assert [o.shape[1] for o in outs] == feats.feature_info.channels()
     assert [32 // o.shape[-1] for o in outs] == feats.feature_info.reduction()
+
+
+@pytest.mark.parametrize("name", ["darts_v2_cifar", "microdense_darts_v2_cifar"])
+def test_grad_checkpointing_recomputes_and_changes_nothing(name):
+    """Outputs, gradients and BN running statistics equal with and without checkpointing, drop-path on (its masks
+    are replayed in the recomputation)."""
+    runs = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        model = timm.create_model(name, drop_path_rate=0.3, auxiliary=True).train()
+        model.set_progress(1.0)
+        model.set_grad_checkpointing(checkpointed)
+        torch.manual_seed(1)
+        logits, aux = model.forward_train(X)
+        (logits.square().mean() + 0.4 * aux[0].square().mean()).backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+        runs.append((logits.detach(), grads, {k: b.clone() for k, b in model.named_buffers()}))
+    (y0, g0, b0), (y1, g1, b1) = runs
+    torch.testing.assert_close(y1, y0)
+    for key in g0:
+        torch.testing.assert_close(g1[key], g0[key], msg=key)
+    for key in b0:
+        torch.testing.assert_close(b1[key], b0[key], rtol=0, atol=0, msg=key)
+
+
+def test_pruning_drops_the_cells_after_the_last_tap():
+    model = timm.create_model("darts_v2_cifar", auxiliary=True).eval()
+    with torch.no_grad():
+        first = model.forward_intermediates(X, indices=[0], intermediates_only=True)[0]
+    assert model.prune_intermediate_layers(indices=[0]) == [0]
+    assert len(model.cells) == 6 and model.auxiliary_head is None  # cells 0-5 feed the first tap (before cell 6)
+    assert isinstance(model.get_classifier(), torch.nn.Identity)  # the head is pruned too
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(X), first)
 
 
 def test_any_genotype_string_json_or_repr(tmp_path):
@@ -110,11 +146,11 @@ def test_any_genotype_string_json_or_repr(tmp_path):
 def test_malformed_genotypes_point_at_the_bad_entry(mutate, message):
     data = json.loads(genotype_to_json(DARTS_V2))
     mutate(data)
-    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
                        .replace("]", r"\]")):
         parse_genotype(json.dumps(data))
 
 
 def test_genotype_strings_are_never_evaluated():
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         parse_genotype("Genotype(normal=__import__('os').system('echo pwned'), reduce=[])")

@@ -19,4 +19,10 @@ def test_train_and_eval_on_shared_cifar10_images(shared_cifar, tmp_path, capsys)
                  "--val-split", "0.1", "--json", "--accelerator", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["images"] == 5000  # 10% of every class of the 50,000 training images
-    assert 0.0 <= result["top1"] <= 1.0
+    assert result["top1"] * 5000 == pytest.approx(round(result["top1"] * 5000), abs=1e-3)  # a count of images
+    assert result["top5"] >= result["top1"]
+    # the Lightning checkpoint and the export hold the same network: the same figures on the same 5,000 images
+    assert main(["eval", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--data", "imagefolder",
+                 "--data-dir", str(shared_cifar), "--val-split", "0.1", "--json", "--accelerator", "cpu"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["top1"] == result["top1"] and again["loss"] == pytest.approx(result["loss"], rel=1e-5)

@@ -66,7 +66,7 @@ def test_single_class_folder_is_refused_before_the_run_folder(tmp_path, capsys):
     rc = main(["train", "--data", "imagefolder", "--data-dir", str(tree), "--out", str(tmp_path / "run"),
                "--accelerator", "cpu"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and "has one class sub-folder (class0); a classifier needs at least 2" in err[0]
+    assert rc == 2 and len(err) == 1 and "has one class sub-folder (class0); a classifier needs at least 2" in err[0]
     assert not (tmp_path / "run").exists()
 
 

@@ -13,7 +13,6 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from microdense.bench.machine import machine_info
-from microdense.errors import UserError
 from microdense.io import atomic_open, atomic_write_text
 
 COLUMNS = ("model", "params", "macs", "train_img_s", "infer_img_s", "latency_ms", "peak_mem_mb", "efficiency")
@@ -25,11 +24,14 @@ def bench_one(spec: str, batch_size: int, steps: int, warmup: int, device: str, 
                 latency_runs=latency_runs, pipeline=pipeline)
     proc = subprocess.run([sys.executable, "-m", "microdense.bench.worker", json.dumps(opts)],
                           capture_output=True, text=True)
-    if proc.returncode != 0:
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("microdense.errors.UserError")]
-        reason = errors[-1].split(":", 1)[1].strip() if errors else (proc.stderr.strip().splitlines() or ["?"])[-1]
-        raise UserError(f"benchmark of {spec} failed: {reason}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):  # the worker died before it could answer (killed, out of memory)
+        result = {"error": f"the worker process ended with status {proc.returncode} and no answer"}
+    if proc.returncode != 0 or "error" in result:
+        raise ValueError(f"benchmark of {spec} failed: {result.get('error', 'no reason given')}")
+    return result
 
 
 def run_bench(specs: List[str], batch_size: int = 64, steps: int = 10, warmup: int = 3, device: str = "cpu",
@@ -38,14 +40,14 @@ def run_bench(specs: List[str], batch_size: int = 64, steps: int = 10, warmup: i
     """Measure every spec (see `microdense.bench.worker`); each is checked before any measurement starts.
 
     Raises:
-        ValueError, TypeError, UserError: a spec that cannot be measured, named.
+        ValueError, TypeError: a spec that cannot be measured, named.
     """
     from microdense.bench.worker import check_spec
 
     for spec in specs:
         check_spec(spec)
     if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but torch sees no CUDA device here; use --device cpu")
+        raise ValueError("device cuda asked for, but torch sees no CUDA device here; use the cpu")
     machine = machine_info(torch.device(device))
     results = []
     for i, spec in enumerate(specs):

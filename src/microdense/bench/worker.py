@@ -73,7 +73,7 @@ def _timed(fn, steps: int, device: torch.device) -> float:
 def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, latency_runs: int,
             pipeline: bool = False) -> Dict[str, Any]:
     import microdense  # noqa: F401  (registers the models)
-    from microdense.bench.size import count_flops_by_module, count_params
+    from microdense.models.size import count_flops_by_module, count_params
     from microdense.models import create_model, resolve_input_size
 
     dev = torch.device(device)
@@ -155,7 +155,7 @@ def _measure_inference_backend(spec: str, model: torch.nn.Module, backend: str, 
     """Inference img/s and batch-1 latency of `model` served by torch.compile or ONNX Runtime (no training)."""
     import tempfile
 
-    from microdense.bench.size import count_flops_by_module, count_params
+    from microdense.models.size import count_flops_by_module, count_params
     from microdense.models import resolve_input_size
 
     model.eval()
@@ -226,10 +226,20 @@ def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup
     return {"pipeline_img_s": pipeline_img_s, "pipeline_overhead": bare_img_s / pipeline_img_s - 1}
 
 
-def main() -> None:
+def main() -> int:
+    """Print the measurement as one JSON line; a failure as one JSON line {"error": ...} and exit status 1 (the
+    traceback goes to stderr, for a person, never for the parent to parse)."""
     opts = json.loads(sys.argv[1])
-    print(json.dumps(measure(**opts)))
+    try:
+        result = measure(**opts)
+    except Exception as e:  # any failure, reported in words to the parent process
+        import traceback
+        traceback.print_exc()
+        print(json.dumps({"error": f"{type(e).__name__}: {e}".splitlines()[0]}))
+        return 1
+    print(json.dumps(result))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

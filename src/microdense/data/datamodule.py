@@ -17,7 +17,6 @@ from torchvision.transforms import v2
 from microdense.data.augment import BatchAugmentCfg, augment_batch, cutout, normalize
 from microdense.data.loader import ResumableDataLoader, ShardedSampler, batch_collate
 from microdense.data.sources import DataSource, FileImages, TensorImages, load_source
-from microdense.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +126,8 @@ class ImageDataModule(pl.LightningDataModule):
     def _check_labels(self) -> None:
         found = max(int(split.labels.max()) + 1 for split in (self.source.train, self.source.val) if split is not None)
         if self.requested_classes is not None and self.requested_classes < found:
-            raise UserError(f"--num-classes {self.requested_classes} is smaller than the {found} classes found in "
-                            f"the data; raise it to at least {found} or drop it to use the data's count")
+            raise ValueError(f"num_classes {self.requested_classes} is smaller than the {found} classes found in "
+                             f"the data; raise it to at least {found}, or leave it unset to use the data's count")
 
     @property
     def small(self) -> bool:

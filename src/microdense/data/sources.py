@@ -1,9 +1,10 @@
 """Where images come from: the synthetic set, CIFAR-10/100 on disk, or any ImageFolder tree.
 
-Decoding shows a progress bar where this module's logger shows INFO (the command line's default, not --quiet).
+Decoding shows a progress bar on a terminal where this module's logger shows INFO (the command line's default,
+not --quiet).
 Small images (<= 64 px) are decoded once into one uint8 tensor (`TensorImages`); large ones stay
 files (`FileImages`) for per-image torchvision transforms. Every failure the user can fix is a
-`UserError` naming the path and the fix.
+`ValueError` (or, for a missing path, `FileNotFoundError`) naming the path and the fix.
 """
 import logging
 import os
@@ -18,7 +19,6 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
 
 from microdense.data.synthetic import make_synthetic
-from microdense.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class DataSource:
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, held-out): `fraction` of every class, chosen by `seed`."""
     if not 0.0 < fraction < 1.0:
-        raise UserError(f"--val-split must be between 0 and 1 (exclusive), got {fraction}")
+        raise ValueError(f"val_split must lie between 0 and 1 (exclusive), got {fraction}")
     g = torch.Generator().manual_seed(seed)
     held: List[torch.Tensor] = []
     for c in labels.unique():
@@ -97,8 +97,8 @@ def load_cifar(name: str, root: str, download: bool) -> DataSource:
         val = cls(root, train=False, download=download)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
         folder = Path(root) / cls.base_folder
-        raise UserError(f"{name} not found or corrupt at {folder}; pass --download to fetch it, "
-                        f"or --data-dir pointing at the folder that holds {cls.base_folder}") from e
+        raise FileNotFoundError(f"{name} not found or corrupt at {folder}; download it, or point data_dir at the "
+                                f"folder that holds {cls.base_folder}") from None
 
     def to_split(ds) -> TensorImages:
         return TensorImages(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets))
@@ -108,12 +108,12 @@ def load_cifar(name: str, root: str, download: bool) -> DataSource:
 
 def _scan_folder(root: Path) -> Tuple[List[str], List[str], List[int]]:
     if not root.is_dir():
-        raise UserError(f"data folder {root} does not exist; pass --data-dir pointing at a root/<class>/<image> tree")
+        raise FileNotFoundError(f"data folder {root} does not exist; expected a root/<class>/<image> tree")
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
     if not classes:
-        raise UserError(f"data folder {root} has no class sub-folders; expected {root}/<class>/<image>")
+        raise ValueError(f"data folder {root} has no class sub-folders; expected {root}/<class>/<image>")
     if len(classes) == 1:
-        raise UserError(f"data folder {root} has one class sub-folder ({classes[0]}); a classifier needs at least 2: "
+        raise ValueError(f"data folder {root} has one class sub-folder ({classes[0]}); a classifier needs at least 2: "
                         f"{root}/<class>/<image>")
     paths, labels = [], []
     for label, cls in enumerate(classes):
@@ -123,8 +123,13 @@ def _scan_folder(root: Path) -> Tuple[List[str], List[str], List[int]]:
                     paths.append(os.path.join(dirpath, f))
                     labels.append(label)
     if not paths:
-        raise UserError(f"data folder {root} holds no images (looked for {', '.join(IMG_EXTENSIONS)})")
+        raise ValueError(f"data folder {root} holds no images (looked for {', '.join(IMG_EXTENSIONS)})")
     return classes, paths, labels
+
+
+def _hide_bar() -> Optional[bool]:
+    """tqdm's `disable`: hidden unless this module logs INFO; then shown on a terminal only (None: tqdm decides)."""
+    return True if not log.isEnabledFor(logging.INFO) else None
 
 
 def _decode_rgb(path: str, size: Optional[Tuple[int, int]] = None) -> Optional[torch.Tensor]:
@@ -145,7 +150,7 @@ def _first_readable_size(paths: Sequence[str]) -> Tuple[int, int]:
         img = _decode_rgb(p)
         if img is not None:
             return tuple(img.shape[1:])
-    raise UserError(f"none of the first images could be read, e.g. {paths[0]}; is this an image folder?")
+    raise ValueError(f"none of the first images could be read, e.g. {paths[0]}; is this an image folder?")
 
 
 def _decode_all(paths: List[str], labels: List[int], size: Tuple[int, int], desc: str) -> TensorImages:
@@ -155,7 +160,7 @@ def _decode_all(paths: List[str], labels: List[int], size: Tuple[int, int], desc
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         results = pool.map(lambda p: _decode_rgb(p, size), paths, chunksize=256)
         for i, img in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img", leave=False,
-                                     disable=not log.isEnabledFor(logging.INFO))):
+                                     disable=_hide_bar())):
             if img is not None:
                 images[i] = img
                 ok[i] = True
@@ -163,7 +168,7 @@ def _decode_all(paths: List[str], labels: List[int], size: Tuple[int, int], desc
     if bad:
         log.warning("skipped %d unreadable image(s), e.g. %s", len(bad), bad[0])
     if not ok.any():
-        raise UserError(f"no readable images among {len(paths)} files, e.g. {paths[0]}")
+        raise ValueError(f"no readable images among {len(paths)} files, e.g. {paths[0]}")
     return TensorImages(images[ok], torch.tensor(labels)[ok])
 
 
@@ -179,7 +184,7 @@ def _verify_files(paths: List[str], labels: List[int]) -> FileImages:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         good = list(tqdm(pool.map(readable, paths, chunksize=256), total=len(paths), desc="checking images",
-                         unit="img", leave=False, disable=not log.isEnabledFor(logging.INFO)))
+                         unit="img", leave=False, disable=_hide_bar()))
     bad = [p for p, g in zip(paths, good) if not g]
     if bad:
         log.warning("skipped %d unreadable image(s), e.g. %s", len(bad), bad[0])
@@ -191,7 +196,7 @@ def _load_tree(root: Path, classes: Optional[List[str]], small: Optional[bool], 
                ) -> Tuple[Split, List[str], bool]:
     found, paths, labels = _scan_folder(root)
     if classes is not None and found != classes:
-        raise UserError(f"{root} has classes {found[:5]}... but the training split has {classes[:5]}...; "
+        raise ValueError(f"{root} has classes {found[:5]}... but the training split has {classes[:5]}...; "
                         "the train and val folders must hold the same class folders")
     size = _first_readable_size(paths)
     if small is None:
@@ -225,10 +230,10 @@ def load_source(kind: str, data_dir: Optional[str], download: bool, val_split: O
         source = load_cifar(kind, data_dir or "data", download)
     elif kind == "imagefolder":
         if not data_dir:
-            raise UserError("--data imagefolder needs --data-dir pointing at a root/<class>/<image> tree")
+            raise ValueError("an imagefolder dataset needs data_dir: a root/<class>/<image> tree")
         source = load_imagefolder(data_dir)
     else:
-        raise UserError(f"unknown --data {kind!r}; choose synthetic, cifar10, cifar100 or imagefolder", exit_code=2)
+        raise ValueError(f"unknown dataset {kind!r}; choose synthetic, cifar10, cifar100 or imagefolder")
     if val_split is None and source.val is None:
         log.info("no validation split found: holding out 10%% of the training images (set --val-split)")
         val_split = 0.1

@@ -41,9 +41,9 @@ def check_inputs(loaded: LoadedModel, n: int = 8, seed: int = 0) -> torch.Tensor
     """`n` images of uniform random pixels, normalised as the model's eval transform normalises real ones, so the
     check sees inputs in the same range (the export needs no dataset)."""
     g = torch.Generator().manual_seed(seed)
-    pixels = torch.randint(0, 256, (n, *loaded.input_size), generator=g).float() / 255
-    mean = torch.tensor(loaded.mean).view(1, -1, 1, 1)
-    std = torch.tensor(loaded.std).view(1, -1, 1, 1)
+    pixels = torch.randint(0, 256, (n, *loaded.info.input_size), generator=g).float() / 255
+    mean = torch.tensor(loaded.info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(loaded.info.std).view(1, -1, 1, 1)
     return (pixels - mean) / std
 
 
@@ -121,9 +121,9 @@ def export_model_file(loaded: LoadedModel, out: os.PathLike, fmt: str, opset: in
     try:
         with torch.no_grad():
             if fmt == "onnx":
-                runner = export_onnx(folded, example, tmp, opset, dynamic_batch, loaded.metadata())
+                runner = export_onnx(folded, example, tmp, opset, dynamic_batch, loaded.info.metadata())
             else:
-                runner = _export_torchscript(folded, example, tmp, loaded.metadata())
+                runner = _export_torchscript(folded, example, tmp, loaded.info.metadata())
             got = runner(x)
         diff = float((got - expected).abs().max())
         same_top1 = bool((got.argmax(1) == expected.argmax(1)).all())

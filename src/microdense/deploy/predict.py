@@ -74,7 +74,8 @@ def open_predictor(path: os.PathLike) -> Predictor:
         return _open_torchscript(path)
     loaded = load_model(path)
     model = loaded.model.eval()
-    return Predictor(model, loaded.classes or [str(i) for i in range(model.num_classes)], loaded.data_config())
+    return Predictor(model, loaded.info.classes or [str(i) for i in range(model.num_classes)],
+                     loaded.info.data_config())
 
 
 def collect_images(paths: Sequence[os.PathLike]) -> List[Path]:

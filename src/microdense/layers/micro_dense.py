@@ -14,14 +14,15 @@ The module knows nothing of whole networks, so it can be dropped into any CNN.
 """
 import contextlib
 from dataclasses import dataclass
-from typing import List
+from typing import Any, List
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 from timm.layers import BatchNormAct2d, DropPath
 
-__all__ = ["MicroDenseBlockCfg", "MicroDenseBlock", "BlockChannels", "block_channels", "checkpoint_blocks"]
+__all__ = ["MicroDenseBlockCfg", "MicroDenseBlock", "BlockChannels", "block_channels", "checkpoint_blocks",
+           "checkpoint_call"]
 
 PYRAMIDS = ("linear", "constant")
 CARDINALITIES = ("adaptive", "fixed", "none")
@@ -144,10 +145,17 @@ def checkpoint_blocks(blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """
     for stage in blocks:
         for block in (stage if isinstance(stage, nn.Sequential) else [stage]):
-            x = torch.utils.checkpoint.checkpoint(
-                block, x, use_reentrant=False,
-                context_fn=lambda b=block: (contextlib.nullcontext(), _frozen_bn_stats(b)))
+            x = checkpoint_call(block, x)
     return x
+
+
+@torch.jit.unused
+def checkpoint_call(module: nn.Module, *args: Any) -> torch.Tensor:
+    """`module(*args)`, its activations recomputed in backward instead of stored, BN running statistics untouched
+    by the recomputation (and the RNG replayed, so dropout and drop-path draw the same masks)."""
+    return torch.utils.checkpoint.checkpoint(
+        module, *args, use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(module)))
 
 
 @contextlib.contextmanager

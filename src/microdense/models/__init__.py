@@ -8,4 +8,3 @@ __all__ = [
 ]
 
 from microdense.models import baselines  # noqa: E402,F401  (registers the baselines with timm)
-from microdense import nas  # noqa: E402,F401  (registers the DARTS networks with timm)

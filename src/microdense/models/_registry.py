@@ -6,7 +6,6 @@ import timm
 import torch.nn as nn
 from timm.models import is_model, model_entrypoint
 
-from microdense.errors import UserError
 
 
 def list_models(pattern: str = "") -> List[str]:
@@ -22,7 +21,7 @@ def check_model_name(name: str) -> None:
     close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
     close = close or difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "run `microdense models` for the list."
-    raise UserError(f"unknown model {name!r}; {hint}", exit_code=2)
+    raise ValueError(f"unknown model {name!r}; {hint}")
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -31,7 +30,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     try:
         return timm.create_model(name, **kwargs)
     except (ValueError, TypeError) as e:  # a refused configuration, or an argument the model does not take
-        raise UserError(f"cannot build {name}: {e}", exit_code=2) from e
+        raise ValueError(f"cannot build {name}: {e}") from None
 
 
 def resolve_input_size(model: nn.Module) -> Tuple[int, int, int]:

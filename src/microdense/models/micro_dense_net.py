@@ -8,7 +8,7 @@ project's reconstruction (DESIGN.md §1), sized to the targets named there. A va
     timm.create_model("microdensenet_cifar_base", pyramid="constant", cardinality="fixed")
 """
 from dataclasses import dataclass, fields, replace
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 import torch.nn as nn
@@ -17,12 +17,11 @@ from timm.layers import BatchNormAct2d, ClassifierHead
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from microdense.layers import MicroDenseBlock, MicroDenseBlockCfg
+from microdense.models._common import build_stages, cifar_cfg, init_weights
 from microdense.models._staged import StagedNet
 
-__all__ = ["MicroDenseNet", "MicroDenseNetCfg", "MicroDenseStageCfg", "model_cfgs", "CIFAR10_MEAN", "CIFAR10_STD"]
+__all__ = ["MicroDenseNet", "MicroDenseNetCfg", "MicroDenseStageCfg", "model_cfgs"]
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 STEM_TYPES = ("cifar", "deep", "7x7")
 
 
@@ -148,38 +147,20 @@ class MicroDenseNet(StagedNet):
 
         self.stem, reduction = create_stem(in_chans, cfg.stem_width, cfg.stem_type)
         preact = cfg.stages[0].block.preact
-        total_blocks = sum(s.depth for s in cfg.stages)
-        dpr = torch.linspace(0, drop_path_rate, total_blocks).tolist() if total_blocks > 1 else [drop_path_rate]
-        in_chs, block_idx = cfg.stem_width, 0
-        stages: List[nn.Module] = []
-        self.feature_info = []
-        for stage_idx, stage in enumerate(cfg.stages):
-            stride = 1 if stage_idx == 0 else 2
-            reduction *= stride
-            blocks = []
-            for i in range(stage.depth):
-                blocks.append(MicroDenseBlock(
-                    in_chs, stage.out_chs, stage.block, stride=stride if i == 0 else 1,
-                    drop_path=dpr[block_idx], memory_efficient=memory_efficient))
-                in_chs, block_idx = stage.out_chs, block_idx + 1
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"stages.{stage_idx}"))
-        self.stages = nn.Sequential(*stages)
+
+        def make_block(stage_idx: int, in_chs: int, stride: int, drop_path: float) -> Tuple[nn.Module, int]:
+            stage = cfg.stages[stage_idx]
+            block = MicroDenseBlock(in_chs, stage.out_chs, stage.block, stride=stride, drop_path=drop_path,
+                                    memory_efficient=memory_efficient)
+            return block, stage.out_chs
+
+        self.stages, self.feature_info, in_chs = build_stages(
+            cfg.stem_width, [s.depth for s in cfg.stages], make_block, drop_path_rate, stem_reduction=reduction)
         self.num_features = self.head_hidden_size = in_chs
         # NOTE: pre-activation blocks leave their output un-normalised; the network adds the last BN-ReLU.
         self.final_norm = BatchNormAct2d(in_chs) if preact else nn.Identity()
         self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
-        for m in self.modules():
-            if isinstance(m, MicroDenseBlock) and m.zero_init_residual:
-                m.zero_init_last()
+        init_weights(self, residual_blocks=(MicroDenseBlock,), zero_linear_bias=True)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -213,9 +194,7 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
 
 
 def _cifar_cfg(**kwargs: Any) -> Dict[str, Any]:
-    return _cfg(**dict(dict(
-        num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0,
-        mean=CIFAR10_MEAN, std=CIFAR10_STD, first_conv="stem.0"), **kwargs))
+    return _cfg(**cifar_cfg("stem.0", "head.fc", **kwargs))
 
 
 default_cfgs = generate_default_cfgs({

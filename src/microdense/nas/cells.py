@@ -42,15 +42,16 @@ class Cell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         states: List[torch.Tensor] = [self.preprocess0(s0), self.preprocess1(s1)]
-        for i in range(0, len(self.ops), 2):
-            node = torch.zeros(1, device=s1.device)
-            for j in (i, i + 1):
-                op = self.ops[j]
-                h = op(states[self.sources[j]])
-                if not isinstance(op, nn.Identity):
-                    h = drop_path(h, drop_prob, self.training)
-                node = node + h
-            states.append(node)
+        node = states[1]
+        # NOTE: a loop over the ModuleList itself (no indexing by a variable), so TorchScript can unroll it.
+        for j, op in enumerate(self.ops):
+            h = op(states[self.sources[j]])
+            if not isinstance(op, nn.Identity):
+                h = drop_path(h, drop_prob, self.training)
+            if j % 2 == 0:
+                node = h
+            else:
+                states.append(node + h)  # node 2 + j // 2 sums its two entries
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
@@ -73,7 +74,9 @@ class MicroDenseCellGroup(nn.Module):
         self.fuse_out = conv_bn(sum(c.out_chs for c in cells), c_in)
         self.out_chs = c_in
 
-    def forward(self, g: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, g: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        """`g`: the group input (the previous unit's output). `s0`, the unit before that, is not read: the
+        signature is a Cell's, so a network calls every unit alike (which TorchScript needs)."""
         outs: List[torch.Tensor] = []
         for cell, fuse in zip(self.cells, self.fuse_in):
             s1 = fuse(torch.cat([g] + outs, dim=1))

@@ -16,7 +16,8 @@ from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from microdense.models.baselines._cifar import cifar_cfg
+from microdense.layers import checkpoint_call
+from microdense.models._common import cifar_cfg
 from microdense.nas.cells import Cell, MicroDenseCellGroup
 from microdense.nas.genotypes import Genotype, genotype_to_json, parse_genotype, validate
 
@@ -42,12 +43,13 @@ class DartsNetwork(nn.Module):
         init_channels: C, the first stage's node width.
         layers: cells in all.
         micro_depth: normal cells per micro-dense group; 0 keeps the plain DARTS host.
-        auxiliary: build the auxiliary head (used by `forward_train` only).
+        auxiliary: build the auxiliary head, whose logits `forward_train` adds (the darts recipe sets it; as in
+            timm's inception_v3, a model created for inference has none, so every parameter serves `forward`).
         drop_path_rate: the drop-path probability reached at the end of training (`set_progress(1.0)`).
     """
 
     def __init__(self, genotype: Union[Genotype, str] = "DARTS_V2", init_channels: int = 36, layers: int = 20,
-                 micro_depth: int = 0, auxiliary: bool = True, drop_path_rate: float = 0.2, num_classes: int = 10,
+                 micro_depth: int = 0, auxiliary: bool = False, drop_path_rate: float = 0.2, num_classes: int = 10,
                  in_chans: int = 3, global_pool: str = "avg", drop_rate: float = 0.0, stem_multiplier: int = 3):
         super().__init__()
         genotype = parse_genotype(genotype) if isinstance(genotype, str) else validate(genotype)
@@ -100,22 +102,20 @@ class DartsNetwork(nn.Module):
         return self.forward_head(x), aux
 
     # -- timm surface -----------------------------------------------------------------------------------------------
-    def _run_unit(self, unit: nn.Module, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        if isinstance(unit, MicroDenseCellGroup):
-            return unit(s1, self.drop_path_prob)
-        return unit(s0, s1, self.drop_path_prob)
-
     def _run_cells(self, x: torch.Tensor, taps: Optional[List[int]] = None, out: Optional[List[torch.Tensor]] = None,
-                   aux_out: Optional[List[torch.Tensor]] = None, stop: Optional[int] = None) -> torch.Tensor:
+                   aux_out: Optional[List[torch.Tensor]] = None, stop: int = -1) -> torch.Tensor:
         s0 = s1 = self.stem(x)
         for i, unit in enumerate(self.cells):
-            s0, s1 = s1, self._run_unit(unit, s0, s1)
-            if aux_out is not None and i == self.aux_unit and self.auxiliary_head is not None and self.training:
-                aux_out.append(self.auxiliary_head(s1))
-            if taps is not None and out is not None and i in taps:
-                out.append(s1)
-            if stop is not None and i >= stop:
-                break
+            # NOTE: no `break` after `stop`: TorchScript unrolls loops over a ModuleList and allows none.
+            if stop < 0 or i <= stop:
+                if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+                    s0, s1 = s1, checkpoint_call(unit, s0, s1, self.drop_path_prob)
+                else:
+                    s0, s1 = s1, unit(s0, s1, self.drop_path_prob)
+                if aux_out is not None and i == self.aux_unit and self.auxiliary_head is not None and self.training:
+                    aux_out.append(self.auxiliary_head(s1))
+                if taps is not None and out is not None and i in taps:
+                    out.append(s1)
         return s1
 
     def get_classifier(self) -> nn.Module:
@@ -125,8 +125,10 @@ class DartsNetwork(nn.Module):
         self.num_classes = num_classes
         self.head.reset(num_classes, pool_type=global_pool)
 
+    @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable  # NOTE: accepted for API parity; cells are not checkpointed
+        """Recompute every cell (or micro-dense cell group) in backward; BN running statistics are left alone."""
+        self.grad_checkpointing = enable
 
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r"^stem", blocks=r"^cells\.(\d+)")
@@ -138,13 +140,18 @@ class DartsNetwork(nn.Module):
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
         unit_ids = [int(self.feature_info[i]["module"].split(".")[1]) for i in take_indices]
         intermediates: List[torch.Tensor] = []
-        stop = unit_ids[-1] if stop_early or intermediates_only else None
+        stop = unit_ids[-1] if stop_early or intermediates_only else -1
         x = self._run_cells(x, taps=unit_ids, out=intermediates, stop=stop)
         return intermediates if intermediates_only else (x, intermediates)
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        take_indices, _ = feature_take_indices(len(self.feature_info), indices)
+        """Drop the cells (and the auxiliary and classifier heads) that the intermediates at `indices` do not need."""
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        last_unit = int(self.feature_info[max_index]["module"].split(".")[1])
+        self.cells = self.cells[:last_unit + 1]
+        if self.aux_unit > last_unit:
+            self.auxiliary_head = None
         if prune_head:
             self.reset_classifier(0, "")
         return take_indices

@@ -106,6 +106,7 @@ def recipe_values(name: str) -> Dict[str, Any]:
 
 def resolve_config(cli: Dict[str, Any], config_file: Optional[str] = None) -> TrainConfig:
     """Merge defaults < recipe < YAML file < command-line values (None in `cli` means "not given"), then validate.
+    `model_kwargs` merge key by key across the layers.
 
     Raises:
         ValueError, TypeError: one line naming the field, the value and what is allowed.
@@ -115,7 +116,12 @@ def resolve_config(cli: Dict[str, Any], config_file: Optional[str] = None) -> Tr
     recipe = given.get("recipe", from_file.get("recipe", TrainConfig.recipe))
     if not isinstance(recipe, str):
         raise TypeError(f"TrainConfig.recipe: needs a string, got {recipe!r}")
-    values: Dict[str, Any] = {**recipe_values(recipe), **from_file, **given, "recipe": recipe}
+    layers = (recipe_values(recipe), from_file, given)
+    values: Dict[str, Any] = {**layers[0], **layers[1], **layers[2], "recipe": recipe}
+    # NOTE: model_kwargs is a mapping of its own: each layer adds to the ones below instead of replacing them.
+    kwargs_layers = [layer.get("model_kwargs") for layer in layers if isinstance(layer.get("model_kwargs"), dict)]
+    if kwargs_layers:
+        values["model_kwargs"] = {k: v for layer in kwargs_layers for k, v in layer.items()}
     if "epochs" not in from_file and "epochs" not in given and values.get("data", TrainConfig.data) == "synthetic":
         # NOTE: synthetic data is a demo: it runs a few epochs unless epochs are asked for explicitly.
         values["epochs"] = SYNTHETIC_DEMO_EPOCHS

@@ -7,7 +7,6 @@ import lightning.pytorch as pl
 
 from microdense.data.datamodule import DataCfg, ImageDataModule
 from microdense.data.sources import DataSource, load_imagefolder, load_source
-from microdense.errors import UserError
 from microdense.train.config import TrainConfig
 from microdense.train.export import load_model
 from microdense.train.report import plot_confusion
@@ -29,7 +28,7 @@ def _eval_source(data: str, data_dir: Optional[str], val_split: Optional[float],
     (or, with `val_split`, the same held-out fraction that training used)."""
     if data == "imagefolder" and val_split is None:
         if not data_dir:
-            raise UserError("--data imagefolder needs --data-dir pointing at a root/<class>/<image> tree")
+            raise ValueError("an imagefolder dataset needs data_dir: a root/<class>/<image> tree")
         source = load_imagefolder(data_dir)
         return DataSource(source.train, source.val or source.train, source.classes)
     return load_source(data, data_dir, False, val_split, seed)
@@ -42,14 +41,14 @@ def evaluate(checkpoint: str, data: str, data_dir: Optional[str] = None, val_spl
     num_classes = loaded.model.num_classes
     source = _eval_source(data, data_dir, val_split, seed)
     cfg = DataCfg(data=data, data_dir=data_dir, val_split=val_split, batch_size=batch_size, workers=workers,
-                  seed=seed, img_size=loaded.input_size[-1])
-    datamodule = ImageDataModule(cfg, num_classes, source=source, mean_std=(loaded.mean, loaded.std))
+                  seed=seed, img_size=loaded.info.input_size[-1], crop_pct=loaded.info.crop_pct)
+    datamodule = ImageDataModule(cfg, num_classes, source=source, mean_std=(loaded.info.mean, loaded.info.std))
     datamodule.setup("validate")
     system = ClassificationSystem(loaded.model, TrainConfig(), num_classes)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=True)
     [metrics] = trainer.validate(system, datamodule=datamodule, verbose=False)
-    classes: List[str] = loaded.classes or [str(i) for i in range(num_classes)]
+    classes: List[str] = loaded.info.classes or [str(i) for i in range(num_classes)]
     per_class = dict(zip(classes, system.val_per_class.compute().tolist()))
     confusion = system.val_confusion.compute().cpu()
     if plot:

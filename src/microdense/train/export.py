@@ -2,12 +2,14 @@
 one safe way back from any checkpoint this project writes.
 
 The export folder is a timm local model: `timm.create_model("local-dir:RUN", pretrained=True)`
-(after `import microdense`) rebuilds the trained network.
+(after `import microdense`) rebuilds the trained network. Checkpoints and exports carry the same `RunInfo`,
+written and read in one shape.
 """
+import dataclasses
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -16,26 +18,63 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from timm.models import save_for_hf
 
-from microdense.errors import UserError
 from microdense.io import default_mode
 from microdense.models import create_model
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+RUN_INFO_KEY = "microdense"  # the key of RunInfo in a checkpoint and in config.json
 
 
-def export_model(model: nn.Module, run_dir: os.PathLike, model_name: str, model_args: Dict[str, Any],
-                 classes: List[str], mean: Tuple[float, ...], std: Tuple[float, ...],
-                 input_size: Tuple[int, int, int], crop_pct: float = 1.0, metrics: Optional[Dict] = None) -> Path:
-    """Write model.safetensors and config.json into `run_dir`, each by an atomic rename."""
+@dataclass(frozen=True)
+class RunInfo:
+    """What rebuilding and feeding a trained model needs beside its weights."""
+
+    model: str  # registered architecture
+    model_args: Dict[str, Any]  # timm.create_model kwargs it was built with
+    classes: List[str]  # class names, by class index
+    mean: Tuple[float, ...]  # input normalisation measured on (or given for) the training data
+    std: Tuple[float, ...]
+    input_size: Tuple[int, int, int]
+    crop_pct: float = 1.0  # eval resize = input side / crop_pct, then a centre crop (small images: 1.0)
+    ema: bool = False  # a checkpoint's weights to serve are its EMA copy
+    metrics: Dict[str, Optional[float]] = field(default_factory=dict)  # final validation figures
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain lists and numbers: safe for `torch.load(weights_only=True)` and JSON alike."""
+        d = dataclasses.asdict(self)
+        for key in ("mean", "std", "input_size"):
+            d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "RunInfo":
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        return cls(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"]), "input_size": tuple(d["input_size"])})
+
+    def data_config(self) -> Dict[str, Any]:
+        """timm's data config (`resolve_data_config` keys) for this model's eval transform."""
+        return dict(input_size=tuple(self.input_size), interpolation="bilinear", mean=tuple(self.mean),
+                    std=tuple(self.std), crop_pct=self.crop_pct, crop_mode="center")
+
+    def metadata(self) -> Dict[str, Any]:
+        """What a deployed copy needs beside its weights: the architecture, class names and input transform."""
+        return dict(architecture=self.model, label_names=list(self.classes), **self.data_config())
+
+
+def export_model(model: nn.Module, run_dir: os.PathLike, info: RunInfo) -> Path:
+    """Write model.safetensors and config.json (timm's fields, and `info`) into `run_dir`, each by an atomic
+    rename."""
     run_dir = Path(run_dir)
     with tempfile.TemporaryDirectory(dir=run_dir, prefix=".export-") as tmp:
         save_for_hf(
             model, tmp,
-            model_config=dict(architecture=model_name, label_names=list(classes),
-                              microdense=dict(metrics=metrics or {})),
-            model_args=dict(model_args),
+            model_config={"architecture": info.model, "label_names": list(info.classes),
+                          RUN_INFO_KEY: dataclasses.replace(info, ema=False).to_dict()},
+            model_args=dict(info.model_args),
             safe_serialization=True,
-            data_config=dict(input_size=tuple(input_size), mean=tuple(mean), std=tuple(std), crop_pct=crop_pct),
+            data_config=dict(input_size=tuple(info.input_size), mean=tuple(info.mean), std=tuple(info.std),
+                             crop_pct=info.crop_pct),
         )
         for name in (WEIGHTS, CONFIG):
             os.chmod(Path(tmp) / name, default_mode())  # safetensors writes 0600
@@ -46,31 +85,12 @@ def export_model(model: nn.Module, run_dir: os.PathLike, model_name: str, model_
 @dataclass
 class LoadedModel:
     model: nn.Module
-    name: str
-    classes: List[str]
-    mean: Tuple[float, ...]
-    std: Tuple[float, ...]
-    input_size: Tuple[int, int, int]
-    crop_pct: float = 1.0  # eval resize = input side / crop_pct, then a centre crop
-
-    def data_config(self) -> Dict[str, Any]:
-        """timm's data config (`resolve_data_config` keys) for this model's eval transform."""
-        return dict(input_size=tuple(self.input_size), interpolation="bilinear", mean=tuple(self.mean),
-                    std=tuple(self.std), crop_pct=self.crop_pct, crop_mode="center")
-
-    def metadata(self) -> Dict[str, Any]:
-        """What a deployed copy needs beside its weights: the architecture, class names and input transform."""
-        return dict(architecture=self.name, label_names=list(self.classes), **self.data_config())
+    info: RunInfo
 
 
-def _default_crop_pct(input_size: Tuple[int, ...]) -> float:
-    return 1.0 if max(input_size[1:]) <= 64 else 0.875  # what training's eval used: small images uncropped
-
-
-def _corrupt(path: Path, e: Exception) -> UserError:
+def _corrupt(path: Path, e: Exception) -> ValueError:
     reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return UserError(f"checkpoint {path} is truncated or corrupt ({reason}); point --checkpoint at another file "
-                     "or re-export it")
+    return ValueError(f"checkpoint {path} is truncated or corrupt ({reason}); use another file or export it again")
 
 
 def _load_export(folder: Path) -> LoadedModel:
@@ -79,15 +99,15 @@ def _load_export(folder: Path) -> LoadedModel:
         cfg = json.loads((folder / CONFIG).read_text())
         state = load_file(str(folder / WEIGHTS))
     except FileNotFoundError as e:
-        raise UserError(f"{folder} has no {Path(e.filename).name}; expected {WEIGHTS} beside {CONFIG}") from None
+        raise FileNotFoundError(f"{folder} has no {Path(e.filename).name}; expected {WEIGHTS} beside {CONFIG}") from None
     except (json.JSONDecodeError, SafetensorError, OSError) as e:
         raise _corrupt(folder / WEIGHTS, e) from None
-    pre = cfg.get("pretrained_cfg", {})
-    model = create_model(cfg["architecture"], **cfg.get("model_args", {}))
+    if RUN_INFO_KEY not in cfg:
+        raise ValueError(f"{folder / CONFIG} is not a microdense export (no run information inside)")
+    info = RunInfo.from_dict(cfg[RUN_INFO_KEY])
+    model = create_model(info.model, **info.model_args)
     model.load_state_dict(state)
-    classes = cfg.get("label_names") or pre.get("label_names") or []
-    return LoadedModel(model, cfg["architecture"], classes, tuple(pre["mean"]), tuple(pre["std"]),
-                       tuple(pre["input_size"]), pre.get("crop_pct", _default_crop_pct(pre["input_size"])))
+    return LoadedModel(model, info)
 
 
 def _load_lightning(path: Path) -> LoadedModel:
@@ -95,15 +115,15 @@ def _load_lightning(path: Path) -> LoadedModel:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, bad pickle stream, not a checkpoint at all
         raise _corrupt(path, e) from None
-    info = ckpt.get("microdense") if isinstance(ckpt, dict) else None
-    if not info:
-        raise UserError(f"{path} is not a microdense training checkpoint (no run information inside)")
-    model = create_model(info["model"], **info["model_args"])
-    prefix = "ema.module." if info.get("ema") else "model."
+    raw = ckpt.get(RUN_INFO_KEY) if isinstance(ckpt, dict) else None
+    if not raw:
+        raise ValueError(f"{path} is not a microdense training checkpoint (no run information inside)")
+    info = RunInfo.from_dict(raw)
+    model = create_model(info.model, **info.model_args)
+    prefix = "ema.module." if info.ema else "model."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(state)
-    return LoadedModel(model, info["model"], info["classes"], tuple(info["mean"]), tuple(info["std"]),
-                       tuple(info["input_size"]), info.get("crop_pct", _default_crop_pct(info["input_size"])))
+    return LoadedModel(model, info)
 
 
 def load_model(path: os.PathLike) -> LoadedModel:
@@ -112,7 +132,7 @@ def load_model(path: os.PathLike) -> LoadedModel:
     if path.is_dir():
         return _load_export(path)
     if not path.exists():
-        raise UserError(f"checkpoint {path} does not exist; pass a run folder, {WEIGHTS} or a .ckpt file")
+        raise FileNotFoundError(f"checkpoint {path} does not exist; expected a run folder, {WEIGHTS} or a .ckpt file")
     if path.suffix == ".safetensors":
         return _load_export(path.parent)
     return _load_lightning(path)

@@ -12,13 +12,13 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from microdense.bench.size import measure_size
+from microdense.models.size import measure_size
 from microdense.data.datamodule import DataCfg, ImageDataModule
-from microdense.errors import UserError
-from microdense.io import SafeCheckpointIO, atomic_write_text
+from microdense.io import atomic_write_text
+from microdense.train.checkpoint_io import SafeCheckpointIO
 from microdense.models import create_model
 from microdense.train.config import TrainConfig, save_config, validate_config
-from microdense.train.export import export_model
+from microdense.train.export import RunInfo, export_model
 from microdense.train.interrupt import StopOnInterrupt, StopRequested
 from microdense.train.report import EpochReport, read_metrics
 from microdense.train.system import ClassificationSystem
@@ -92,10 +92,11 @@ def check_run_dir(run_dir: Path, resume: bool) -> Optional[Path]:
     holds_run = (run_dir / CONFIG_FILE).exists() or (run_dir / "checkpoints").exists()
     if resume:
         if not last.exists():
-            raise UserError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt; drop --resume to start a run")
+            raise FileNotFoundError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt; start a new run there "
+                                    "instead")
         return last
     if holds_run:
-        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
+        raise FileExistsError(f"{run_dir} already holds a run; resume it, or choose another run folder")
     return None
 
 
@@ -172,14 +173,12 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     steps_per_epoch = max(1, len(datamodule.source.train) // (datamodule.cfg.batch_size * trainer.world_size))
     system = ClassificationSystem(model, cfg, num_classes, steps_per_epoch)
     c, (h, w) = 3, datamodule.image_size
-    crop_pct = 1.0 if datamodule.small else cfg.crop_pct  # how the validation images are resized
-    system.run_info = dict(model=cfg.model, model_args=model_args, classes=list(datamodule.source.classes),
-                           mean=list(datamodule.mean), std=list(datamodule.std), input_size=[c, h, w],
-                           crop_pct=crop_pct, ema=cfg.ema_decay > 0)
+    system.run_info = RunInfo(
+        model=cfg.model, model_args=model_args, classes=list(datamodule.source.classes), mean=tuple(datamodule.mean),
+        std=tuple(datamodule.std), input_size=(c, h, w), ema=cfg.ema_decay > 0,
+        crop_pct=1.0 if datamodule.small else cfg.crop_pct)  # how the validation images are resized
     if trainer.is_global_zero:
         atomic_write_text(run_dir / CONFIG_FILE, save_config(cfg))
-
-    if trainer.is_global_zero:
         size = measure_size(cfg.model, model, (c, h, w))
         log.info("%s: %.3fM parameters, %.1fM MACs per %dx%dx%d image, %d classes; run folder %s", cfg.model,
                  size.params / 1e6, size.macs / 1e6, c, h, w, num_classes, run_dir)
@@ -197,10 +196,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     rows = read_metrics(run_dir / "metrics.csv")
     final = {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
     if trainer.is_global_zero:
-        export_model(system._eval_model(), run_dir, cfg.model, model_args, datamodule.source.classes,
-                     datamodule.mean, datamodule.std, (c, h, w),
-                     crop_pct=crop_pct,
-                     metrics={k: final.get(k) for k in ("val_top1", "val_top5", "val_loss")})
+        metrics = {k: final.get(k) for k in ("val_top1", "val_top5", "val_loss")}
+        export_model(system._eval_model(), run_dir, dataclasses.replace(system.run_info, metrics=metrics))
     return TrainResult(
         run_dir=run_dir,
         val_top1=final.get("val_top1"),

@@ -4,7 +4,7 @@ Models never import Lightning; this is the only place that joins them.
 """
 import math
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from microdense.train.config import TrainConfig
+from microdense.train.export import RUN_INFO_KEY, RunInfo
 
 
 class ClassificationSystem(pl.LightningModule):
@@ -54,7 +55,7 @@ class ClassificationSystem(pl.LightningModule):
         self._epoch_start = 0.0
         self._epoch_images = 0
         self._epoch_loss = torch.zeros(())
-        self.run_info: Dict[str, Any] = {}  # saved in every checkpoint: what eval needs to rebuild the model
+        self.run_info: Optional[RunInfo] = None  # saved in every checkpoint: what eval needs to rebuild the model
 
     # -- forward ----------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,7 +122,8 @@ class ClassificationSystem(pl.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        checkpoint["microdense"] = self.run_info
+        if self.run_info is not None:
+            checkpoint[RUN_INFO_KEY] = self.run_info.to_dict()
 
     # -- validation / test ------------------------------------------------------------------------------------------
     def _evaluate(self, batch: Any, prefix: str) -> None:

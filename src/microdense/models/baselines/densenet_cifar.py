@@ -10,7 +10,7 @@ import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.densenet import DenseNet
 
-from microdense.models.baselines._cifar import cifar_cfg, rescale_feature_info
+from microdense.models._common import cifar_cfg, rescale_feature_info
 
 
 class CifarDenseNet(DenseNet):

@@ -13,7 +13,7 @@ from timm.layers import BatchNormAct2d, create_conv2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnetv2 import ResNetV2
 
-from microdense.models.baselines._cifar import cifar_cfg, rescale_feature_info
+from microdense.models._common import cifar_cfg, rescale_feature_info
 
 _conv = partial(create_conv2d, bias=False)
 

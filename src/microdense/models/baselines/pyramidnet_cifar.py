@@ -5,7 +5,7 @@ Han et al., "Deep Pyramidal Residual Networks". Widths grow additively by alpha 
 ReLU after the sum; shortcuts are identity, zero-padded in channels (avg-pooled when strided), so
 widening adds no parameters.
 """
-from typing import Any
+from typing import Any, Tuple
 
 import torch
 import torch.nn as nn
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from timm.layers import BatchNormAct2d, ClassifierHead, DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from microdense.models._common import build_stages, cifar_cfg, init_weights
 from microdense.models._staged import StagedNet
-from microdense.models.baselines._cifar import cifar_cfg
 
 
 class PyramidBlock(nn.Module):
@@ -51,29 +51,19 @@ class PyramidNet(StagedNet):
         n = (depth - 2) // 6
         self.num_classes, self.drop_rate, self.grad_checkpointing = num_classes, drop_rate, False
         self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_chs, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_chs))
-        width, in_chs, idx, reduction = float(stem_chs), stem_chs, 0, 1
-        stages, self.feature_info = [], []
-        for stage_idx in range(3):
-            blocks = []
-            stride = 1 if stage_idx == 0 else 2
-            reduction *= stride
-            for i in range(n):
-                width += alpha / (3 * n)
-                out_chs = int(width)  # the reference floors the running width
-                blocks.append(PyramidBlock(in_chs, out_chs, stride if i == 0 else 1,
-                                           drop_path_rate * idx / max(1, 3 * n - 1)))
-                in_chs, idx = out_chs, idx + 1
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"stages.{stage_idx}"))
-        self.stages = nn.Sequential(*stages)
+        width = float(stem_chs)
+
+        def make_block(stage_idx: int, in_chs: int, stride: int, drop_path: float) -> Tuple[nn.Module, int]:
+            nonlocal width
+            width += alpha / (3 * n)
+            out_chs = int(width)  # the reference floors the running width
+            return PyramidBlock(in_chs, out_chs, stride, drop_path), out_chs
+
+        self.stages, self.feature_info, in_chs = build_stages(stem_chs, (n, n, n), make_block, drop_path_rate)
         self.final_norm = BatchNormAct2d(in_chs)
         self.num_features = self.head_hidden_size = in_chs
         self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, PyramidBlock):
-                m.zero_init_last()
+        init_weights(self, residual_blocks=(PyramidBlock,))
 
 
 default_cfgs = generate_default_cfgs({"pyramidnet110_a48_cifar": cifar_cfg("stem.0", "head.fc")})

@@ -13,8 +13,8 @@ from timm.layers import ClassifierHead, DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
 
+from microdense.models._common import build_stages, cifar_cfg, init_weights
 from microdense.models._staged import StagedNet
-from microdense.models.baselines._cifar import cifar_cfg
 
 
 class CifarResNet(StagedNet):
@@ -46,32 +46,19 @@ class CifarResNet(StagedNet):
         self.num_classes, self.drop_rate, self.grad_checkpointing = num_classes, drop_rate, False
         self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_chs, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_chs),
                                   nn.ReLU(inplace=True))
-        total, idx = sum(layers), 0
-        in_chs, reduction, stages, self.feature_info = stem_chs, 1, [], []
-        for stage_idx, (depth, planes) in enumerate(zip(layers, channels)):
-            stride = 1 if stage_idx == 0 else 2
-            reduction *= stride
+
+        def make_block(stage_idx: int, in_chs: int, stride: int, drop_path: float) -> Tuple[nn.Module, int]:
+            planes = channels[stage_idx]
             out_chs = planes * block.expansion
-            blocks = []
-            for i in range(depth):
-                s = stride if i == 0 else 1
-                down = downsample_conv(in_chs, out_chs, 1, stride=s) if (s != 1 or in_chs != out_chs) else None
-                dp = drop_path_rate * idx / max(1, total - 1)
-                blocks.append(block(in_chs, planes, stride=s, downsample=down, cardinality=cardinality,
-                                    base_width=base_width, drop_path=DropPath(dp) if dp else None))
-                in_chs, idx = out_chs, idx + 1
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=f"stages.{stage_idx}"))
-        self.stages = nn.Sequential(*stages)
+            down = downsample_conv(in_chs, out_chs, 1, stride=stride) if (stride != 1 or in_chs != out_chs) else None
+            return block(in_chs, planes, stride=stride, downsample=down, cardinality=cardinality, base_width=base_width,
+                         drop_path=DropPath(drop_path) if drop_path else None), out_chs
+
+        self.stages, self.feature_info, in_chs = build_stages(stem_chs, layers, make_block, drop_path_rate)
         self.final_norm = nn.Identity()
         self.num_features = self.head_hidden_size = in_chs
         self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        for m in self.modules():
-            if hasattr(m, "zero_init_last"):
-                m.zero_init_last()
+        init_weights(self, residual_blocks=(BasicBlock, Bottleneck))
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
