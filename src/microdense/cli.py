@@ -106,16 +106,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from microdense.train.config import FIELDS, resolve_config
     from microdense.train.run import CONFIG_FILE, TrainingInterrupted, train
 
+    # the flags that set a field of the data section, and the field each sets
+    data_flags = dict(data="data.name", data_dir="data.root", val_split="data.val_split", batch_size="data.batch_size",
+                      workers="data.workers", download="data.download")
+
     # NOTE: after Lightning's import, which gives its loggers a handler of their own when the root has none.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.quiet:
         _quiet_logs()
-    cli = {k: v for k, v in vars(args).items() if k in FIELDS and v is not None}
-    extra = _parse_set(args.set)
-    unknown = sorted(set(extra) - set(FIELDS))
-    if unknown:
-        raise UserError(f"--set names unknown field(s) {unknown}; fields are {', '.join(FIELDS)}", exit_code=2)
-    cli = {**extra, **cli}
+    flags = {data_flags.get(k, k): v for k, v in vars(args).items()
+             if (k in FIELDS or k in data_flags) and v is not None}
+    cli = {**_parse_set(args.set), **flags}  # flags win over --set
     config_file = args.config
     if args.resume and args.out and not config_file and (Path(args.out) / CONFIG_FILE).exists():
         config_file = str(Path(args.out) / CONFIG_FILE)  # continue the run as it was configured
@@ -130,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         top1 = "n/a" if result.val_top1 is None else f"{100 * result.val_top1:.2f}%"
         top5 = "n/a" if result.val_top5 is None else f"{100 * result.val_top5:.2f}%"
         rate = "n/a" if result.train_img_s is None else f"{result.train_img_s:.0f} img/s"
-        print(f"done: {cfg.model} on {cfg.data}, {result.epochs} epochs / {result.steps} steps in "
+        print(f"done: {cfg.model} on {cfg.data.name}, {result.epochs} epochs / {result.steps} steps in "
               f"{result.seconds:.0f}s; val top-1 {top1}, top-5 {top5}; last epoch {rate}; run folder {result.run_dir}")
     return 0
 

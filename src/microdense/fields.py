@@ -48,7 +48,7 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (list, List):
         return f"a list of {_type_name(typing.get_args(tp)[0])}s"
-    if origin in (dict, Dict):
+    if origin in (dict, Dict) or dataclasses.is_dataclass(tp):
         return "a mapping"
     return {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
@@ -102,6 +102,9 @@ def check_value(owner: str, f: dataclasses.Field, tp: Any, value: Any) -> None:
         raise TypeError(f"{owner}.{f.name}: needs {_type_name(inner)}, got nothing (null)")
     if not _is_instance(value, inner):
         raise TypeError(f"{owner}.{f.name}: needs {_type_name(inner)}, got {value!r}")
+    if dataclasses.is_dataclass(inner):  # a section of its own: its fields carry their own rules
+        check_fields(value)
+        return
     rules = _rules(f)
     if rules.get("choices") and value not in rules["choices"]:
         raise ValueError(f"{owner}.{f.name}: unknown value {value!r}; choose one of {', '.join(rules['choices'])}")
@@ -127,6 +130,9 @@ def bad_values(cls: type) -> Iterator[Tuple[str, Any]]:
         inner, _ = _unwrap_optional(hints[f.name])
         rules = _rules(f)
         yield f.name, ("not-a-number" if inner in (int, float, bool) else 12345)
+        if dataclasses.is_dataclass(inner):  # a section: its own fields' wrong values, as "section.field"
+            yield from ((f"{f.name}.{name}", value) for name, value in bad_values(inner))
+            continue
         if inner is int:
             yield f.name, 1.5
         if rules.get("choices"):

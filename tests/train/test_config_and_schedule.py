@@ -7,10 +7,15 @@ from microdense.train.system import lr_factor
 
 def test_precedence_defaults_recipe_file_flags(tmp_path):
     cfg = resolve_config({})
-    assert (cfg.model, cfg.data, cfg.recipe) == ("microdensenet_cifar_tiny", "synthetic", "fast")
-    assert cfg.epochs == 3 and cfg.batch_size == 256 and cfg.schedule == "onecycle"  # demo epochs, fast recipe
-    paper = resolve_config({"recipe": "paper", "data": "cifar10"})
-    assert (paper.epochs, paper.batch_size, paper.lr, paper.schedule) == (300, 64, 0.1, "step")
+    assert (cfg.model, cfg.data.name, cfg.recipe) == ("microdensenet_cifar_tiny", "synthetic", "fast")
+    assert cfg.epochs == 3 and cfg.data.batch_size == 256 and cfg.schedule == "onecycle"  # demo epochs, fast recipe
+    paper = resolve_config({"recipe": "paper", "data.name": "cifar10"})
+    assert (paper.epochs, paper.data.batch_size, paper.lr, paper.schedule) == (300, 64, 0.1, "step")
+    # the data section merges key by key: a file's cutout joins the recipe's batch size, a flag wins over both
+    f = tmp_path / "d.yaml"
+    f.write_text("recipe: paper\ndata:\n  cutout: 8\n  batch_size: 32\n")
+    merged = resolve_config({"data.batch_size": 16}, str(f))
+    assert (merged.data.cutout, merged.data.batch_size, merged.data.crop_padding) == (8, 16, 4)
     f = tmp_path / "c.yaml"
     f.write_text("recipe: paper\nlr: 0.05\nepochs: 7\n")
     cfg = resolve_config({"lr": 0.02}, str(f))
@@ -27,11 +32,14 @@ def _write(path, text):
 @pytest.mark.parametrize("content, message", [
     ("lr: [", "is not valid YAML"),
     ("- a\n- b\n", "must hold a mapping"),
-    ("learning_rate: 0.1\n", "unknown field(s) ['learning_rate']"),
+    ("learning_rate: 0.1\n", "names unknown field 'learning_rate'"),
+    ("batch_size: 64\n", "names unknown field 'batch_size'; fields are"),
+    ("data:\n  batchsize: 64\n", "names unknown data field(s) ['batchsize']"),
+    ("data: cifar10\n", "TrainConfig.data: needs a mapping, got 'cifar10'"),
     ("schedule: linear\n", "TrainConfig.schedule: unknown value 'linear'"),
 ])
 def test_bad_config_files(tmp_path, content, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises((ValueError, TypeError), match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         resolve_config({}, _write(tmp_path / "c.yaml", content))
 
 

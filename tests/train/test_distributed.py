@@ -30,8 +30,8 @@ DDP_SCRIPT = textwrap.dedent("""
                 val_loss=float(trainer.callback_metrics["val/loss"]),
                 train_batches=trainer.num_training_batches)))
 
-    cfg = resolve_config(dict(data="imagefolder", data_dir=sys.argv[1], val_split=0.25, batch_size=5, epochs=2,
-                              accelerator="cpu", devices="2", out=sys.argv[2]))
+    cfg = resolve_config({"data": dict(name="imagefolder", root=sys.argv[1], val_split=0.25, batch_size=5),
+                          "epochs": 2, "accelerator": "cpu", "devices": "2", "out": sys.argv[2]})
     train(cfg, callbacks=[RecordRank()])
 """)
 

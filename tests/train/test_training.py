@@ -170,9 +170,9 @@ KILL_SCRIPT = textwrap.dedent("""
             if trainer.global_step == int(sys.argv[2]):
                 os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, like a lost machine
 
-    cfg = resolve_config(dict(data="imagefolder", data_dir=sys.argv[1], val_split=0.25, batch_size=8, epochs=2,
-                              accelerator="cpu", devices="1", deterministic=True, checkpoint_every=1,
-                              out=sys.argv[3]))
+    cfg = resolve_config({"data.name": "imagefolder", "data.root": sys.argv[1], "data.val_split": 0.25,
+                          "data.batch_size": 8, "epochs": 2, "accelerator": "cpu", "devices": "1",
+                          "deterministic": True, "checkpoint_every": 1, "out": sys.argv[3]})
     train(cfg, callbacks=[KillAt()])
 """)
 

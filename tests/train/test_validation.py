@@ -12,14 +12,14 @@ import yaml
 
 from microdense.cli import main
 from microdense.fields import bad_values, check_fields, setting
-from microdense.train.config import TrainConfig, resolve_config
+from microdense.train.config import SETTABLE, TrainConfig, resolve_config
 
 BAD = sorted(bad_values(TrainConfig), key=lambda pair: pair[0])
 
 
 def test_every_field_gets_wrong_values():
     covered = {name for name, _ in BAD}
-    assert covered == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert covered == {*SETTABLE, "data"}  # every field, the data section's as data.<field>, and the section itself
     assert len(BAD) > 2 * len(covered)  # a wrong type for each, plus the bounds and choices
 
 
@@ -32,13 +32,12 @@ def test_wrong_value_is_one_line_and_creates_nothing(field, value, tmp_path, mon
     assert rc == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("microdense: error: "), err
-    assert field in lines[0], lines[0]
+    assert field.split(".")[-1] in lines[0], lines[0]  # DataCfg.<field> for the data section's
     assert list(tmp_path.iterdir()) == [], "nothing may be created on disk"
 
 
 @pytest.mark.parametrize("args, text", [
     (["--lr", "-0.1"], "TrainConfig.lr: -0.1 is out of range; it must be > 0"),
-    (["--batch-size", "0"], "TrainConfig.batch_size: 0 is out of range; it must be >= 1"),
     (["--precision", "fp33"], "TrainConfig.precision: unknown value 'fp33'"),
     (["--precision", "16-mixed", "--accelerator", "cpu"], "'16-mixed' does not run on a CPU"),
     (["--set", "epochs=abc"], "TrainConfig.epochs: needs a whole number, got 'abc'"),
@@ -46,7 +45,9 @@ def test_wrong_value_is_one_line_and_creates_nothing(field, value, tmp_path, mon
     (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
     (["--set", "momentum=0"], "Nesterov momentum needs momentum > 0"),
     (["--devices", "0,1", "--accelerator", "cpu"], "TrainConfig.devices: '0,1' is not allowed here"),
-    (["--set", "randaugment=m9"], "TrainConfig.randaugment: 'm9' is not a timm RandAugment spec"),
+    (["--set", "data.randaugment=m9"], "DataCfg.randaugment: 'm9' is not a timm RandAugment spec"),
+    (["--batch-size", "0"], "DataCfg.batch_size: 0 is out of range; it must be >= 1"),
+    (["--set", "cutout=16"], "names unknown field 'cutout'; fields are"),
     (["--set", "epochs=[1"], "the value is not valid YAML"),
 ])
 def test_wrong_flags_through_the_real_command(args, text, tmp_path):

@@ -195,7 +195,8 @@ def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup
     fast small-image path on synthetic data), for the pipeline's overhead against the bare step."""
     import lightning.pytorch as pl
 
-    from microdense.data.datamodule import DataCfg, ImageDataModule
+    from microdense.data.config import DataCfg
+    from microdense.data.datamodule import ImageDataModule
     from microdense.train.config import TrainConfig
     from microdense.train.system import ClassificationSystem
 
@@ -213,9 +214,10 @@ def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup
             _sync(dev)
             self.elapsed = time.perf_counter() - self.start
 
-    datamodule = ImageDataModule(DataCfg(data="synthetic", batch_size=batch_size, workers=0))
+    data = DataCfg(name="synthetic", batch_size=batch_size, workers=0)
+    datamodule = ImageDataModule(data)
     datamodule.setup("fit")
-    cfg = TrainConfig(batch_size=batch_size, channels_last=bool(options.get("channels_last")), epochs=1)
+    cfg = TrainConfig(data=data, channels_last=bool(options.get("channels_last")), epochs=1)
     system = ClassificationSystem(model, cfg, model.num_classes, steps_per_epoch=warmup + steps)
     timer = StepTimer()
     trainer = pl.Trainer(accelerator=dev.type, devices=1, max_steps=warmup + steps, logger=False,

@@ -5,7 +5,6 @@ it (`__getitems__`, no per-image Python), and `on_after_batch_transfer` augments
 batch on the training device. Large images go through torchvision transforms v2 in worker processes.
 """
 import logging
-from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
@@ -15,27 +14,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from microdense.data.augment import BatchAugmentCfg, augment_batch, cutout, normalize
+from microdense.data.config import DataCfg
 from microdense.data.loader import ResumableDataLoader, ShardedSampler, batch_collate
 from microdense.data.sources import DataSource, FileImages, TensorImages, load_source
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DataCfg:
-    data: str = "synthetic"
-    data_dir: Optional[str] = None
-    download: bool = False
-    val_split: Optional[float] = None
-    batch_size: int = 128
-    workers: int = 4
-    img_size: int = 224  # large-image path only: train crop and eval size
-    crop_pct: float = 0.875  # large-image path only: eval resize = img_size / crop_pct
-    crop_padding: int = 4
-    flip: bool = True
-    cutout: int = 0
-    randaugment: Optional[str] = None  # a timm RandAugment spec, e.g. "rand-m9-mstd0.5"
-    seed: int = 0
 
 
 class TensorImageDataset(Dataset):
@@ -88,12 +71,16 @@ class ImageDataModule(pl.LightningDataModule):
     Args:
         cfg: what to load and how to augment it.
         num_classes: classifier size; None takes it from the data. Refused if smaller than the labels.
+        source: data already loaded (evaluation); None loads `cfg`'s.
+        mean_std: fixed normalisation (a trained model's); None measures it on the training split.
+        seed: the held-out split, the sample order and the augmentation draws follow it.
     """
 
     def __init__(self, cfg: DataCfg, num_classes: Optional[int] = None, source: Optional[DataSource] = None,
-                 mean_std: Optional[Tuple[Sequence[float], Sequence[float]]] = None):
+                 mean_std: Optional[Tuple[Sequence[float], Sequence[float]]] = None, seed: int = 0):
         super().__init__()
         self.cfg = cfg
+        self.seed = seed  # the run's seed: split, order and augmentation draws
         self.requested_classes = num_classes
         self.source = source
         self.mean_std = mean_std  # fixed normalisation (evaluating a trained model); None: from the data
@@ -103,8 +90,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         # NOTE: runs on one process per node: the only place a download may happen.
-        if self.cfg.download and self.cfg.data in ("cifar10", "cifar100"):
-            load_source(self.cfg.data, self.cfg.data_dir, True, None, self.cfg.seed)
+        if self.cfg.download and self.cfg.name in ("cifar10", "cifar100"):
+            load_source(self.cfg.name, self.cfg.root, True, None, self.seed)
 
     def setup(self, stage: Optional[str] = None) -> None:
         # NOTE: callers set up before fit/validate (to size the model from the data); Lightning then calls again.
@@ -112,7 +99,7 @@ class ImageDataModule(pl.LightningDataModule):
             return
         if self.source is None:
             c = self.cfg
-            self.source = load_source(c.data, c.data_dir, False, c.val_split, c.seed)
+            self.source = load_source(c.name, c.root, False, c.val_split, self.seed)
         self._check_labels()
         if self.mean_std is not None:
             self.mean, self.std = self.mean_std
@@ -165,7 +152,7 @@ class ImageDataModule(pl.LightningDataModule):
     def _loader(self, split: Any, train: bool) -> DataLoader:
         rank, world = self._rank()
         c = self.cfg
-        sampler = ShardedSampler(len(split), rank, world, shuffle=train, seed=c.seed, pad=train)
+        sampler = ShardedSampler(len(split), rank, world, shuffle=train, seed=self.seed, pad=train)
         if self.small:
             transform = _rand_augment(c.randaugment) if train and c.randaugment else None
             dataset = TensorImageDataset(split, transform)
@@ -191,7 +178,7 @@ class ImageDataModule(pl.LightningDataModule):
             # NOTE: the generator is seeded by (seed, step, rank): a resumed run draws the same augmentations.
             rank, _ = self._rank()
             g = torch.Generator(device=images.device)
-            g.manual_seed(hash((self.cfg.seed, self.trainer.global_step, rank)) & 0xFFFF_FFFF)
+            g.manual_seed(hash((self.seed, self.trainer.global_step, rank)) & 0xFFFF_FFFF)
             images = augment_batch(images, BatchAugmentCfg(self.cfg.crop_padding, self.cfg.flip), g)
         images = normalize(images, self.mean, self.std)
         if training and self.cfg.cutout:

@@ -11,11 +11,11 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from microdense.data.config import DataCfg
 from microdense.fields import check_fields, setting
 
 RECIPES = ("paper", "fast", "imagenet", "darts")
 SCHEDULES = ("step", "cosine", "onecycle")
-DATA_KINDS = ("synthetic", "cifar10", "cifar100", "imagefolder")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # NOTE: Lightning's precision names; on a CPU it runs only fp32, fp64 and bfloat16 (it would silently turn fp16 AMP
 # into bf16, and has no fp16 or Transformer Engine kernels there).
@@ -34,15 +34,11 @@ class TrainConfig:
     model_kwargs: Dict[str, Any] = setting(default_factory=dict)  # extra timm.create_model kwargs (block fields...)
     genotype: Optional[str] = None  # DARTS-space models: a name, JSON file/text or Genotype(...) string
     num_classes: Optional[int] = setting(None, ge=2)  # None: from the data
-    data: str = setting("synthetic", choices=DATA_KINDS)
-    data_dir: Optional[str] = None
-    download: bool = False
-    val_split: Optional[float] = setting(None, gt=0, lt=1)  # None: the dataset's own val split, else 10% held out
+    data: DataCfg = setting(default_factory=DataCfg)  # what to load, and how to split, batch and augment it
     # schedule (the recipe fills these)
     recipe: str = setting("fast", choices=RECIPES)
     epochs: Optional[int] = setting(None, ge=1)
     max_steps: int = setting(-1, ge=1, also=(-1,))  # stop after this many optimizer steps (-1: the epochs decide)
-    batch_size: int = setting(128, ge=1)  # per device
     lr: float = setting(0.1, gt=0)
     momentum: float = setting(0.9, ge=0, lt=1)
     nesterov: bool = True
@@ -53,18 +49,12 @@ class TrainConfig:
     label_smoothing: float = setting(0.0, ge=0, lt=1)
     grad_clip: Optional[float] = setting(None, gt=0)
     aux_weight: float = setting(0.0, ge=0)  # weight of auxiliary-head losses, for models with `forward_train`
-    # regularisation and augmentation
+    # regularisation (augmentation is the data section's)
     drop_rate: float = setting(0.0, ge=0, lt=1)
     drop_path_rate: float = setting(0.0, ge=0, lt=1)
     ema_decay: float = setting(0.0, ge=0, lt=1)  # 0: off; e.g. 0.9998 keeps an EMA of the weights, used for validation
     mixup: float = setting(0.0, ge=0)  # timm Mixup alpha; 0: off
     cutmix: float = setting(0.0, ge=0)  # timm CutMix alpha; 0: off
-    randaugment: Optional[str] = None  # timm spec, e.g. "rand-m9-mstd0.5"
-    crop_padding: int = setting(4, ge=0)
-    flip: bool = True
-    cutout: int = setting(0, ge=0)
-    img_size: int = setting(224, ge=8)
-    crop_pct: float = setting(0.875, gt=0, le=1)
     # run
     out: Optional[str] = None  # run folder; default runs/<model>-<data>-<time>
     resume: bool = False
@@ -73,13 +63,41 @@ class TrainConfig:
     num_nodes: int = setting(1, ge=1)
     accelerator: str = setting("auto", choices=ACCELERATORS)
     precision: str = setting("32-true", choices=PRECISIONS)
-    workers: int = setting(4, ge=0)
     channels_last: bool = False
     deterministic: bool = False
     checkpoint_every: int = setting(0, ge=0)  # also save last.ckpt every N steps (0: at epoch ends only)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+DATA_FIELDS = {f.name: f for f in dataclasses.fields(DataCfg)}
+SECTIONS = ("data", "model_kwargs")  # mapping-valued fields: each layer adds keys to the ones below
+# every settable name: the top-level fields and the data section's as "data.<field>"
+SETTABLE = [*(n for n in FIELDS if n != "data"), *(f"data.{n}" for n in DATA_FIELDS)]
+
+
+def nest(values: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """A layer of values with dotted keys ("data.batch_size") folded into their sections, every name checked."""
+    out: Dict[str, Any] = {}
+    for key, value in values.items():
+        section, dot, name = key.partition(".")
+        if dot:
+            if section != "data" or name not in DATA_FIELDS:
+                raise ValueError(f"{where} names unknown field {key!r}; fields are {', '.join(SETTABLE)}")
+            out.setdefault("data", {})[name] = value
+        elif key not in FIELDS:
+            raise ValueError(f"{where} names unknown field {key!r}; fields are {', '.join(SETTABLE)}")
+        elif key == "data" and isinstance(value, dict):
+            unknown = sorted(set(value) - set(DATA_FIELDS))
+            if unknown:
+                raise ValueError(f"{where} names unknown data field(s) {unknown}; data fields are "
+                                 f"{', '.join(DATA_FIELDS)}")
+            out.setdefault("data", {}).update(value)
+        else:
+            out[key] = value
+    for section in SECTIONS:
+        if section in out and not isinstance(out[section], dict):
+            raise TypeError(f"TrainConfig.{section}: needs a mapping, got {out[section]!r}")
+    return out
 
 
 def _read_yaml(path: Path, what: str) -> Dict[str, Any]:
@@ -91,10 +109,7 @@ def _read_yaml(path: Path, what: str) -> Dict[str, Any]:
         raise ValueError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{what} {path} must hold a mapping of field: value")
-    unknown = sorted(set(data) - set(FIELDS))
-    if unknown:
-        raise ValueError(f"{what} {path} has unknown field(s) {unknown}; fields are {', '.join(FIELDS)}")
-    return data
+    return nest(data, f"{what} {path}")
 
 
 def recipe_values(name: str) -> Dict[str, Any]:
@@ -105,27 +120,27 @@ def recipe_values(name: str) -> Dict[str, Any]:
 
 
 def resolve_config(cli: Dict[str, Any], config_file: Optional[str] = None) -> TrainConfig:
-    """Merge defaults < recipe < YAML file < command-line values (None in `cli` means "not given"), then validate.
-    `model_kwargs` merge key by key across the layers.
+    """Merge defaults < recipe < YAML file < command-line values, then validate.
+
+    `cli` maps field names, or "data.<field>" for the data section, to values (None: not given). The sections
+    (`data`, `model_kwargs`) merge key by key across the layers; every other field is replaced whole.
 
     Raises:
         ValueError, TypeError: one line naming the field, the value and what is allowed.
     """
     from_file = _read_yaml(Path(config_file), "config file") if config_file else {}
-    given = {k: v for k, v in cli.items() if v is not None and k in FIELDS}
+    given = nest({k: v for k, v in cli.items() if v is not None}, "the command line")
     recipe = given.get("recipe", from_file.get("recipe", TrainConfig.recipe))
     if not isinstance(recipe, str):
         raise TypeError(f"TrainConfig.recipe: needs a string, got {recipe!r}")
     layers = (recipe_values(recipe), from_file, given)
     values: Dict[str, Any] = {**layers[0], **layers[1], **layers[2], "recipe": recipe}
-    # NOTE: model_kwargs is a mapping of its own: each layer adds to the ones below instead of replacing them.
-    kwargs_layers = [layer.get("model_kwargs") for layer in layers if isinstance(layer.get("model_kwargs"), dict)]
-    if kwargs_layers:
-        values["model_kwargs"] = {k: v for layer in kwargs_layers for k, v in layer.items()}
-    if "epochs" not in from_file and "epochs" not in given and values.get("data", TrainConfig.data) == "synthetic":
+    for section in SECTIONS:
+        values[section] = {k: v for layer in layers for k, v in layer.get(section, {}).items()}
+    if "epochs" not in from_file and "epochs" not in given and values["data"].get("name", "synthetic") == "synthetic":
         # NOTE: synthetic data is a demo: it runs a few epochs unless epochs are asked for explicitly.
         values["epochs"] = SYNTHETIC_DEMO_EPOCHS
-    cfg = TrainConfig(**values)
+    cfg = TrainConfig(**{**values, "data": DataCfg(**values["data"])})
     validate_config(cfg)
     return cfg
 
@@ -174,12 +189,12 @@ def validate_config(cfg: TrainConfig) -> None:
     if cfg.genotype is not None:
         from microdense.nas.genotypes import parse_genotype
         parse_genotype(cfg.genotype)
-    if cfg.randaugment is not None:
+    if cfg.data.randaugment is not None:
         from timm.data.auto_augment import rand_augment_transform
         try:
-            rand_augment_transform(cfg.randaugment, {})
+            rand_augment_transform(cfg.data.randaugment, {})
         except Exception as e:  # timm asserts and indexes its way through the spec string
-            raise ValueError(f"TrainConfig.randaugment: {cfg.randaugment!r} is not a timm RandAugment spec "
+            raise ValueError(f"DataCfg.randaugment: {cfg.data.randaugment!r} is not a timm RandAugment spec "
                              f"like 'rand-m9-mstd0.5' ({type(e).__name__}: {e})") from None
 
 

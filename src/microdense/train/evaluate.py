@@ -5,7 +5,8 @@ from typing import Any, Dict, List, Optional
 
 import lightning.pytorch as pl
 
-from microdense.data.datamodule import DataCfg, ImageDataModule
+from microdense.data.config import DataCfg
+from microdense.data.datamodule import ImageDataModule
 from microdense.data.sources import DataSource, load_imagefolder, load_source
 from microdense.train.config import TrainConfig
 from microdense.train.export import load_model
@@ -40,9 +41,10 @@ def evaluate(checkpoint: str, data: str, data_dir: Optional[str] = None, val_spl
     loaded = load_model(Path(checkpoint))
     num_classes = loaded.model.num_classes
     source = _eval_source(data, data_dir, val_split, seed)
-    cfg = DataCfg(data=data, data_dir=data_dir, val_split=val_split, batch_size=batch_size, workers=workers,
-                  seed=seed, img_size=loaded.info.input_size[-1], crop_pct=loaded.info.crop_pct)
-    datamodule = ImageDataModule(cfg, num_classes, source=source, mean_std=(loaded.info.mean, loaded.info.std))
+    cfg = DataCfg(name=data, root=data_dir, val_split=val_split, batch_size=batch_size, workers=workers,
+                  img_size=loaded.info.input_size[-1], crop_pct=loaded.info.crop_pct)
+    datamodule = ImageDataModule(cfg, num_classes, source=source, mean_std=(loaded.info.mean, loaded.info.std),
+                                 seed=seed)
     datamodule.setup("validate")
     system = ClassificationSystem(loaded.model, TrainConfig(), num_classes)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,

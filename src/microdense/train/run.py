@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from microdense.models.size import measure_size
-from microdense.data.datamodule import DataCfg, ImageDataModule
+from microdense.data.datamodule import ImageDataModule
 from microdense.io import atomic_write_text
 from microdense.train.checkpoint_io import SafeCheckpointIO
 from microdense.models import create_model
@@ -75,7 +75,7 @@ class TrainResult:
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    return Path("runs") / f"{cfg.model}-{cfg.data}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{cfg.model}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _is_launch_primary() -> bool:
@@ -100,11 +100,6 @@ def check_run_dir(run_dir: Path, resume: bool) -> Optional[Path]:
     return None
 
 
-def _data_cfg(cfg: TrainConfig) -> DataCfg:
-    fields = {f.name for f in dataclasses.fields(DataCfg)}
-    return DataCfg(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in fields})
-
-
 def _devices(value: str) -> Any:
     return int(value) if str(value).isdigit() else value
 
@@ -125,7 +120,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     resume_from = check_run_dir(run_dir, cfg.resume)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = ImageDataModule(_data_cfg(cfg), cfg.num_classes)
+    datamodule = ImageDataModule(cfg.data, cfg.num_classes, seed=cfg.seed)
     if _is_launch_primary():
         datamodule.prepare_data()  # downloads, before the model can be sized from the data
     datamodule.setup("fit")
@@ -176,7 +171,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     system.run_info = RunInfo(
         model=cfg.model, model_args=model_args, classes=list(datamodule.source.classes), mean=tuple(datamodule.mean),
         std=tuple(datamodule.std), input_size=(c, h, w), ema=cfg.ema_decay > 0,
-        crop_pct=1.0 if datamodule.small else cfg.crop_pct)  # how the validation images are resized
+        crop_pct=1.0 if datamodule.small else cfg.data.crop_pct)  # how the validation images are resized
     if trainer.is_global_zero:
         atomic_write_text(run_dir / CONFIG_FILE, save_config(cfg))
         size = measure_size(cfg.model, model, (c, h, w))

@@ -1,0 +1,25 @@
+"""The data section of a training configuration: which images, and how they are split, batched and augmented."""
+from dataclasses import dataclass
+from typing import Optional
+
+from microdense.fields import setting
+
+DATA_NAMES = ("synthetic", "cifar10", "cifar100", "imagefolder")
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    """What to load and how to augment it: the `data` section of a training configuration."""
+
+    name: str = setting("synthetic", choices=DATA_NAMES)
+    root: Optional[str] = None  # CIFAR's folder, or an ImageFolder tree
+    download: bool = False
+    val_split: Optional[float] = setting(None, gt=0, lt=1)  # None: the dataset's own val split, else 10% held out
+    batch_size: int = setting(128, ge=1)  # per device
+    workers: int = setting(4, ge=0)
+    img_size: int = setting(224, ge=8)  # large-image path only: train crop and eval size
+    crop_pct: float = setting(0.875, gt=0, le=1)  # large-image path only: eval resize = img_size / crop_pct
+    crop_padding: int = setting(4, ge=0)
+    flip: bool = True
+    cutout: int = setting(0, ge=0)
+    randaugment: Optional[str] = None  # a timm RandAugment spec, e.g. "rand-m9-mstd0.5"
