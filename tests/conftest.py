@@ -41,3 +41,14 @@ def fp32_noise(model, x) -> float:
     import torch
     with torch.no_grad():
         return float((model(x).double() - copy.deepcopy(model).double()(x.double())).abs().max())
+
+
+def modules_loaded_by(code: str, names) -> list:
+    """Which of the top-level modules `names` a fresh interpreter has imported after running `code`."""
+    import subprocess
+    import sys
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {tuple(names)!r} if m in sys.modules))\n"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    import ast
+    return ast.literal_eval(proc.stdout.strip().splitlines()[-1])

@@ -52,15 +52,12 @@ def test_refused_config_is_one_line(capsys):
 
 def test_help_and_models_start_without_torch():
     """The front door answers --help and models without importing torch, timm or Lightning (start-up time)."""
-    code = ("import sys, contextlib, io, microdense_cli\n"
+    from conftest import modules_loaded_by
+    code = ("import contextlib, io, microdense_cli\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    microdense_cli.main(['models'])\n"
-            "    with contextlib.suppress(SystemExit): microdense_cli.main(['train', '--help'])\n"
-            "heavy = sorted(m for m in ('torch', 'timm', 'lightning', 'microdense') if m in sys.modules)\n"
-            "print(heavy)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+            "    with contextlib.suppress(SystemExit): microdense_cli.main(['train', '--help'])\n")
+    assert modules_loaded_by(code, ("torch", "timm", "lightning", "microdense")) == []
 
 
 def test_front_door_model_list_is_the_registry():

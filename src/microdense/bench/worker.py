@@ -11,7 +11,7 @@ import statistics
 import sys
 import time
 from contextlib import nullcontext
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -127,21 +127,13 @@ def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, la
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
 
     model.eval()
-    with torch.no_grad():
-        for _ in range(warmup):
-            infer(x)
-        infer_s = _timed(lambda: infer(x), steps, dev)
-        one = x[:1].clone()
-        for _ in range(warmup):
-            infer(one)
-        times = [_timed(lambda: infer(one), 1, dev) for _ in range(latency_runs)]
-
+    infer_img_s, latency_ms = _time_inference(infer, x, steps, warmup, latency_runs, dev)
     flops = count_flops_by_module(model, input_size)[""]
     train_img_s = steps * batch_size / train_s
     result = {
         "model": spec, "params": count_params(model), "macs": flops // 2, "input_size": list(input_size),
-        "batch_size": batch_size, "train_img_s": train_img_s, "infer_img_s": steps * batch_size / infer_s,
-        "latency_ms": statistics.median(times) * 1e3, "peak_mem_mb": peak_mb,
+        "batch_size": batch_size, "train_img_s": train_img_s, "infer_img_s": infer_img_s,
+        "latency_ms": latency_ms, "peak_mem_mb": peak_mb,
         # NOTE: a training step costs ~3 forward passes (forward, and backward for inputs and for weights).
         "train_flops": 3 * flops * train_img_s,
     }
@@ -173,6 +165,18 @@ def _measure_inference_backend(spec: str, model: torch.nn.Module, backend: str, 
         os.unlink(tmp.name)  # the session holds the graph in memory
     else:
         forward = torch.compile(model)
+    infer_img_s, latency_ms = _time_inference(forward, x, steps, warmup, latency_runs, dev)
+    flops = count_flops_by_module(model, input_size)[""]
+    return {
+        "model": spec, "params": count_params(model), "macs": flops // 2, "input_size": list(input_size),
+        "batch_size": len(x), "train_img_s": None, "infer_img_s": infer_img_s,
+        "latency_ms": latency_ms, "peak_mem_mb": None, "train_flops": None,
+    }
+
+
+def _time_inference(forward: Callable[[torch.Tensor], Any], x: torch.Tensor, steps: int, warmup: int,
+                    latency_runs: int, dev: torch.device) -> Tuple[float, float]:
+    """(images/s at the batch of `x`, median batch-1 latency in ms), each after its own warm-up."""
     with torch.no_grad():
         for _ in range(warmup):
             forward(x)
@@ -181,12 +185,7 @@ def _measure_inference_backend(spec: str, model: torch.nn.Module, backend: str, 
         for _ in range(warmup):
             forward(one)
         times = [_timed(lambda: forward(one), 1, dev) for _ in range(latency_runs)]
-    flops = count_flops_by_module(model, input_size)[""]
-    return {
-        "model": spec, "params": count_params(model), "macs": flops // 2, "input_size": list(input_size),
-        "batch_size": len(x), "train_img_s": None, "infer_img_s": steps * len(x) / infer_s,
-        "latency_ms": statistics.median(times) * 1e3, "peak_mem_mb": None, "train_flops": None,
-    }
+    return steps * len(x) / infer_s, statistics.median(times) * 1e3
 
 
 def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup: int, dev: torch.device,
