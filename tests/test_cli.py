@@ -72,3 +72,10 @@ def test_argparse_errors_are_one_line():
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "the following arguments are required: name" in lines[0]
     assert "see `microdense info --help`" in lines[0]
+
+
+def test_front_door_choices_match_the_package():
+    import microdense_cli
+    from microdense.data.config import DATA_NAMES
+    from microdense.train.config import RECIPES
+    assert microdense_cli.RECIPES == RECIPES and microdense_cli.DATA_KINDS == DATA_NAMES

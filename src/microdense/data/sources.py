@@ -95,7 +95,7 @@ def load_cifar(name: str, root: str, download: bool) -> DataSource:
     try:
         train = cls(root, train=True, download=download)
         val = cls(root, train=False, download=download)
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted."
         folder = Path(root) / cls.base_folder
         raise FileNotFoundError(f"{name} not found or corrupt at {folder}; download it, or point data_dir at the "
                                 f"folder that holds {cls.base_folder}") from None
