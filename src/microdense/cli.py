@@ -88,7 +88,7 @@ def _parse_set(items: List[str]) -> dict:
         try:
             out[key.replace("-", "_")] = yaml.safe_load(value)
         except yaml.YAMLError as e:
-            raise UserError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})", exit_code=2)
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     return out
 
 
