@@ -46,12 +46,12 @@ def test_every_model_exports_to_onnx_at_its_own_input_size(name, tmp_path):
     cfg = model.pretrained_cfg
     loaded = LoadedModel(model, RunInfo(name, {}, [f"c{i}" for i in range(cfg["num_classes"])], cfg["mean"],
                                         cfg["std"], cfg["input_size"], cfg["crop_pct"]))
-    _calibrate_batchnorm(model, check_inputs(loaded, 8, seed=1))
+    _calibrate_batchnorm(model, check_inputs(loaded, 4, seed=1))
     # NOTE: an untrained 20-cell DARTS net differs from its own float64 computation by ~1e-4 in fp32; an export is
     # held to 1e-4 or to 4x the model's own fp32 rounding on these inputs, whichever is larger.
     from conftest import fp32_noise
-    tolerance = max(1e-4, 4 * fp32_noise(model, check_inputs(loaded, 2)))
-    result = export_model_file(loaded, tmp_path / "m.onnx", "onnx", dynamic_batch=True, check_images=2,
+    tolerance = max(1e-4, 4 * fp32_noise(model, check_inputs(loaded, 1)))
+    result = export_model_file(loaded, tmp_path / "m.onnx", "onnx", dynamic_batch=True, check_images=1,
                                tolerance=tolerance)
     assert result.max_abs_diff <= tolerance and result.path.is_file()
     import onnxruntime as ort

@@ -25,8 +25,9 @@ def _perturb_batchnorm(model: nn.Module) -> None:
 def test_folded_model_equals_the_source(name):
     model = timm.create_model(name).eval()
     _perturb_batchnorm(model)
-    side = min(model.pretrained_cfg["input_size"][1], 64)
-    x = torch.randn(2, 3, side, side)
+    # NOTE: a small input keeps 19 models cheap; every network here is fully convolutional before its pool
+    side = 16 if model.pretrained_cfg["input_size"][1] == 32 else 64
+    x = torch.randn(1, 3, side, side)
     folded, report = fold_batchnorm(model)
     assert report.traced and report.folded > 0
     # NOTE: the traced graph holds what forward runs: DARTS's training-only auxiliary head is not exported.

@@ -128,7 +128,7 @@ def test_forward_intermediates_match_stages(name):
 def test_torchscript_equals_eager(name):
     model = timm.create_model(name).eval()
     scripted = torch.jit.script(model)
-    x = _small_input(model)
+    x = _small_input(model, batch=1)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), model(x))
 
@@ -137,7 +137,7 @@ def test_torchscript_equals_eager(name):
 def test_fx_trace_equals_eager_forward_and_backward(name):
     model = timm.create_model(name).eval()
     traced = torch.fx.symbolic_trace(copy.deepcopy(model))  # its own parameters, so each side has its own grads
-    x = _small_input(model)
+    x = _small_input(model, batch=1)
     y, y_traced = model(x), traced(x)
     torch.testing.assert_close(y_traced, y)
     y.sum().backward()
