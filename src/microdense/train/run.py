@@ -108,7 +108,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     """Train `cfg.model` as `cfg` says; returns the final figures (also in the run folder).
 
     Everything is checked (the configuration, the run folder, the data, the model) before the run folder is made.
-    `progress`: show Lightning's progress bar and model summary.
+    `progress`: show Lightning's progress bar (the one-line size summary follows the log level).
 
     Raises:
         TrainingInterrupted: Ctrl-C stopped training after saving last.ckpt.
