@@ -15,7 +15,7 @@ MODEL_NAMES = (
     "microdense_darts_v1_cifar", "microdense_darts_v2_cifar", "microdensenet_cifar_base", "microdensenet_cifar_large",
     "microdensenet_cifar_small", "microdensenet_cifar_tiny", "microdensenet_imagenet_base",
     "microdensenet_imagenet_small", "preact_resnet164_cifar", "pyramidnet110_a48_cifar", "resnet18_cifar",
-    "resnet110_cifar", "resnext29_8x64d_cifar", "wrn28_10_cifar",
+    "resnet20_cifar", "resnet56_cifar", "resnet110_cifar", "resnext29_8x64d_cifar", "wrn28_10_cifar",
 )
 RECIPES = ("paper", "fast", "imagenet", "darts")
 DATA_KINDS = ("synthetic", "cifar10", "cifar100", "imagefolder")

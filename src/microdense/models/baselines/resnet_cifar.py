@@ -1,10 +1,11 @@
-"""CIFAR ResNets (post-activation) built from timm's blocks: ResNet-110, ResNet-18, ResNeXt-29 (8x64d).
+"""CIFAR ResNets (post-activation) built from timm's blocks: ResNet-20/56/110, ResNet-18, ResNeXt-29 (8x64d).
 
-He et al., "Deep Residual Learning for Image Recognition" (ResNet-110: 3 stages of 18 basic blocks,
-16/32/64 channels, 1.7M); Xie et al., "Aggregated Residual Transformations for Deep Neural Networks"
+He et al., "Deep Residual Learning for Image Recognition" (ResNet-6n+2: 3 stages of n basic blocks,
+16/32/64 channels; ResNet-20 0.27M, ResNet-56 0.85M, ResNet-110 1.7M); Xie et al., "Aggregated Residual Transformations for Deep Neural Networks"
 (ResNeXt-29 8x64d: 3 stages of 3 bottlenecks, cardinality 8, width 64, 34.4M); ResNet-18 with the
 usual CIFAR stem (11.2M). The stem is one 3x3 stride-1 conv-BN-ReLU, no max-pool. Shortcuts that
-change shape are 1x1 projections (timm's), not ResNet-110's zero-padding "option A" (+0.01M).
+change shape are 1x1 projections (timm's, the paper's "option B"), not its zero-padding "option A": two projections,
++0.003M on every ResNet-6n+2.
 """
 from typing import Any, Tuple, Type, Union
 
@@ -68,17 +69,35 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNe
 
 
 default_cfgs = generate_default_cfgs({
+    "resnet20_cifar": cifar_cfg("stem.0", "head.fc"),
+    "resnet56_cifar": cifar_cfg("stem.0", "head.fc"),
     "resnet110_cifar": cifar_cfg("stem.0", "head.fc"),
     "resnet18_cifar": cifar_cfg("stem.0", "head.fc", pool_size=4),
     "resnext29_8x64d_cifar": cifar_cfg("stem.0", "head.fc"),
 })
 
 
+def _resnet_6n2(variant: str, n: int, pretrained: bool, **kwargs: Any) -> CifarResNet:
+    model_args = dict(block=BasicBlock, layers=(n, n, n), channels=(16, 32, 64), stem_chs=16)
+    return _create(variant, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet20_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-20 for CIFAR (0.27M): the same-size plain-ResNet peer of microdensenet_cifar_tiny."""
+    return _resnet_6n2("resnet20_cifar", 3, pretrained, **kwargs)
+
+
+@register_model
+def resnet56_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-56 for CIFAR (0.85M): the same-size plain-ResNet peer of microdensenet_cifar_small."""
+    return _resnet_6n2("resnet56_cifar", 9, pretrained, **kwargs)
+
+
 @register_model
 def resnet110_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-110 for CIFAR (1.7M)."""
-    model_args = dict(block=BasicBlock, layers=(18, 18, 18), channels=(16, 32, 64), stem_chs=16)
-    return _create("resnet110_cifar", pretrained, **dict(model_args, **kwargs))
+    return _resnet_6n2("resnet110_cifar", 18, pretrained, **kwargs)
 
 
 @register_model
