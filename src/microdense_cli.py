@@ -17,7 +17,7 @@ MODEL_NAMES = (
     "microdensenet_imagenet_small", "preact_resnet164_cifar", "pyramidnet110_a48_cifar", "resnet18_cifar",
     "resnet20_cifar", "resnet56_cifar", "resnet110_cifar", "resnext29_8x64d_cifar", "wrn28_10_cifar",
 )
-RECIPES = ("paper", "fast", "imagenet", "darts")
+RECIPES = ("paper", "fast", "budget", "imagenet", "darts")
 DATA_KINDS = ("synthetic", "cifar10", "cifar100", "imagefolder")
 
 
@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "Genotype(...) string")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="stop when training has run this long (validation and saving not counted); every schedule "
+                        "is fitted to the budget, so the run still ends at its final learning rate")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--out", help="run folder (default runs/<model>-<data>-<time>)")

@@ -131,8 +131,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         top1 = "n/a" if result.val_top1 is None else f"{100 * result.val_top1:.2f}%"
         top5 = "n/a" if result.val_top5 is None else f"{100 * result.val_top5:.2f}%"
         rate = "n/a" if result.train_img_s is None else f"{result.train_img_s:.0f} img/s"
-        print(f"done: {cfg.model} on {cfg.data.name}, {result.epochs} epochs / {result.steps} steps in "
-              f"{result.seconds:.0f}s; val top-1 {top1}, top-5 {top5}; last epoch {rate}; run folder {result.run_dir}")
+        print(f"done: {cfg.model} on {cfg.data.name}, {result.epochs:.2f} epochs / {result.steps} steps, "
+              f"{result.train_seconds:.0f}s training ({result.seconds:.0f}s in all); val top-1 {top1}, top-5 {top5}; "
+              f"last epoch {rate}; run folder {result.run_dir}")
     return 0
 
 

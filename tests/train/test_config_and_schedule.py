@@ -1,8 +1,9 @@
 """Configuration precedence and the learning-rate schedules."""
 import pytest
 
-from microdense.train.config import TrainConfig, resolve_config, save_config
-from microdense.train.system import lr_factor
+from microdense.train.config import TrainConfig, resolve_config, save_config, validate_config
+from microdense.train.progress import RunProgress
+from microdense.train.system import lr_factor, warmup_fraction
 
 
 def test_precedence_defaults_recipe_file_flags(tmp_path):
@@ -45,18 +46,98 @@ def test_bad_config_files(tmp_path, content, message):
 
 def test_step_schedule_divides_at_milestones():
     cfg = TrainConfig(schedule="step", epochs=10, milestones=[0.5, 0.75])
-    f = [lr_factor(cfg, s, 100, 0, 10) for s in (0, 49, 50, 74, 75, 99)]
+    progress = RunProgress(total_steps=100, budget_s=None)  # 10 epochs of 10 steps
+    f = [lr_factor(cfg, progress.at(s), 0) for s in (0, 49, 50, 74, 75, 99)]
     assert f == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_cosine_and_onecycle_shapes():
     cos = TrainConfig(schedule="cosine")
-    assert lr_factor(cos, 0, 100, 10, 10) == pytest.approx(0.1)
-    assert lr_factor(cos, 10, 100, 10, 10) == pytest.approx(1.0)
-    assert lr_factor(cos, 100, 100, 10, 10) == pytest.approx(0.0, abs=1e-9)
+    assert lr_factor(cos, 0.0, 0.1) == 0.0  # linear warm-up from 0
+    assert lr_factor(cos, 0.05, 0.1) == pytest.approx(0.5)
+    assert lr_factor(cos, 0.1, 0.1) == pytest.approx(1.0)
+    assert lr_factor(cos, 0.55, 0.1) == pytest.approx(0.5)
+    assert lr_factor(cos, 1.0, 0.1) == pytest.approx(0.0, abs=1e-12)
     one = TrainConfig(schedule="onecycle")
-    assert lr_factor(one, 0, 100, 10, 10) == pytest.approx(1 / 25)
-    assert lr_factor(one, 10, 100, 10, 10) == pytest.approx(1.0)
-    assert lr_factor(one, 100, 100, 10, 10) == pytest.approx(1 / 25_000)
-    # short runs (warm-up longer than the run) stay finite and bounded
-    assert all(0 < lr_factor(one, s, 3, 1, 1405) <= 1 for s in range(3))
+    assert lr_factor(one, 0.0, 0.1) == pytest.approx(1 / 25)
+    assert lr_factor(one, 0.1, 0.1) == pytest.approx(1.0)
+    assert lr_factor(one, 1.0, 0.1) == pytest.approx(1 / 25_000)
+
+
+def test_warmup_is_a_fraction_of_the_run():
+    assert warmup_fraction(TrainConfig(warmup_fraction=0.2), 10, None) == 0.2
+    assert warmup_fraction(TrainConfig(warmup_epochs=1, epochs=10), 10, 100) == pytest.approx(0.1)
+    # a run cut short by max_steps keeps at most half of itself for warm-up
+    assert warmup_fraction(TrainConfig(warmup_epochs=1, epochs=30, max_steps=3), 1405, 3) == 0.5
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_is_the_later_of_steps_and_seconds():
+    clock = FakeClock()
+    progress = RunProgress(total_steps=101, budget_s=100.0, clock=clock)
+    progress.start()
+    assert progress.at(0) == 0.0
+    clock.now = 1.0  # step 0 took 1 s: steps lead (1/100 of the steps, 1/100 of the time)
+    progress.tick()
+    assert progress.at(1) == pytest.approx(0.01) and not progress.done_after(0)
+    clock.now = 31.0  # step 1 took 30 s: time leads
+    progress.tick()
+    assert progress.at(2) == pytest.approx(0.31)
+    progress.pause()  # validation: not counted
+    clock.now = 1000.0
+    progress.start()
+    clock.now = 1001.0
+    progress.tick()
+    assert progress.elapsed == pytest.approx(32.0)
+
+
+def test_budget_makes_the_step_that_would_overrun_it_the_last_at_progress_one():
+    clock = FakeClock()
+    progress = RunProgress(total_steps=None, budget_s=10.0, clock=clock)
+    progress.start()
+    stopped_after = None
+    for step in range(100):
+        assert progress.at(step) <= 1.0
+        if progress.at(step) == 1.0:
+            assert progress.at(step - 1) < 1.0  # the final value is reached exactly once, at the last step
+        clock.now += 3.0  # every step takes 3 s: steps 0-2 end at 9 s, step 3 would end at 12 s
+        progress.tick()
+        if progress.done_after(step):
+            stopped_after = step
+            break
+    assert stopped_after == 3 and progress.at(3) == 1.0
+    # the plan survives a checkpoint
+    again = RunProgress(total_steps=None, budget_s=10.0)
+    again.load_state_dict(progress.state_dict())
+    assert again.elapsed == progress.elapsed == 12.0 and again.at(3) == 1.0
+
+
+def test_step_limit_ends_at_progress_one():
+    progress = RunProgress(total_steps=5, budget_s=None)
+    assert [progress.at(s) for s in range(5)] == [0, 0.25, 0.5, 0.75, 1.0]
+    assert [progress.done_after(s) for s in range(5)] == [False] * 4 + [True]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"epochs": None, "max_steps": -1}, "nothing says when to stop"),
+    ({"warmup_epochs": 1, "warmup_fraction": 0.1}, "warmup_epochs is set too"),
+    ({"epochs": None, "time_budget": 5, "warmup_epochs": 1}, "set warmup_fraction instead"),
+    ({"time_budget": 0}, "TrainConfig.time_budget: 0 is out of range"),
+])
+def test_stopping_and_warmup_rules(values, message):
+    with pytest.raises(ValueError, match=message):
+        validate_config(TrainConfig(**{"epochs": 1, **values}))
+
+
+def test_budget_recipe_needs_only_a_budget():
+    cfg = resolve_config({"recipe": "budget", "time_budget": 10, "data.name": "cifar10"})
+    assert cfg.epochs is None and cfg.time_budget == 10 and cfg.warmup_fraction > 0
+    with pytest.raises(ValueError, match="nothing says when to stop"):
+        resolve_config({"recipe": "budget", "data.name": "cifar10"})

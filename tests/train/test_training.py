@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 
+import lightning.pytorch as pl
 import pytest
 import timm
 import torch
@@ -14,7 +15,10 @@ from safetensors.torch import load_file
 
 from microdense.cli import main
 from microdense.io import default_mode
+from microdense.train.config import resolve_config
 from microdense.train.report import read_metrics
+from microdense.train.run import train
+from microdense.train.system import lr_factor
 
 TRAIN = ["train", "--data", "imagefolder", "--val-split", "0.25", "--batch-size", "8", "--epochs", "2",
          "--accelerator", "cpu", "--devices", "1"]
@@ -172,7 +176,8 @@ KILL_SCRIPT = textwrap.dedent("""
 
     cfg = resolve_config({"data.name": "imagefolder", "data.root": sys.argv[1], "data.val_split": 0.25,
                           "data.batch_size": 8, "epochs": 2, "accelerator": "cpu", "devices": "1",
-                          "deterministic": True, "checkpoint_every": 1, "out": sys.argv[3]})
+                          "deterministic": True, "checkpoint_every": 1, "out": sys.argv[3],
+                          "time_budget": float(sys.argv[4]) if len(sys.argv) > 4 else None})
     train(cfg, callbacks=[KillAt()])
 """)
 
@@ -196,6 +201,55 @@ def test_resume_after_kill_matches_uninterrupted_run(image_tree, tmp_path):
     assert straight.keys() == resumed.keys()
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+class RecordLearningRates(pl.Callback):
+    """The learning rate every optimizer step runs at, and the training seconds the run started from."""
+
+    def __init__(self):
+        self.lrs, self.started_at = [], None
+
+    def on_train_start(self, trainer, pl_module):
+        self.started_at = pl_module.progress.elapsed
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+
+
+def test_time_budget_stops_the_run_at_the_schedules_final_learning_rate(image_tree, tmp_path):
+    budget_min = 0.05  # 3 s of training; 1000 epochs would take minutes
+    cfg = resolve_config({"data.name": "imagefolder", "data.root": str(image_tree), "data.val_split": 0.25,
+                          "data.batch_size": 8, "epochs": 1000, "time_budget": budget_min, "accelerator": "cpu",
+                          "devices": "1", "out": str(tmp_path / "run")})
+    record = RecordLearningRates()
+    result = train(cfg, callbacks=[record], progress=False)
+    assert 0 < result.steps < 4000 and len(record.lrs) == result.steps
+    assert record.lrs[-1] == pytest.approx(cfg.lr * lr_factor(cfg, 1.0, 0.0)) == cfg.lr / 25_000
+    assert all(lr > record.lrs[-1] for lr in record.lrs[:-1]), "the final value is reached at the last step only"
+    peak = record.lrs.index(max(record.lrs))
+    assert all(a >= b for a, b in zip(record.lrs[peak:], record.lrs[peak + 1:])), "anneals after the peak"
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert int(rows[-1]["step"]) == result.steps and rows[-1]["val_top1"] != "", "the final weights are validated"
+    assert float(rows[-1]["train_s"]) == pytest.approx(result.train_seconds)
+    assert result.seconds > result.train_seconds > 0
+    assert result.epochs == pytest.approx(result.steps / 4)
+
+
+def test_resume_keeps_the_training_seconds_already_spent(image_tree, tmp_path):
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, str(script), str(image_tree), "3", str(killed), "10"], capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    saved = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["microdense_progress"]
+    assert saved["elapsed"] > 0
+
+    cfg = resolve_config({"out": str(killed), "resume": True}, str(killed / "config.yaml"))
+    assert cfg.time_budget == 10
+    record = RecordLearningRates()
+    result = train(cfg, callbacks=[record], progress=False)
+    assert record.started_at == saved["elapsed"]
+    assert result.train_seconds > saved["elapsed"] and result.steps == 8
 
 
 def test_ctrl_c_saves_last_checkpoint_and_resumes(image_tree, tmp_path):
@@ -226,6 +280,7 @@ def test_quiet_prints_the_closing_line_only_and_runs_carry_no_noise(image_tree, 
     quiet = run_cli(*args, "--out", str(tmp_path / "quiet"), "--quiet")
     assert quiet.returncode == 0, quiet.stderr
     assert len(quiet.stdout.strip().splitlines()) == 1 and quiet.stdout.startswith("done: ")
+    assert "0.50 epochs / 2 steps" in quiet.stdout and "val top-1 n/a" not in quiet.stdout  # validated at the stop
     assert "GPU available" not in quiet.stderr and "decoding" not in quiet.stderr
     loud = run_cli(*args, "--out", str(tmp_path / "loud"))
     assert loud.returncode == 0, loud.stderr

@@ -14,7 +14,7 @@ import yaml
 from microdense.data.config import DataCfg
 from microdense.fields import check_fields, setting
 
-RECIPES = ("paper", "fast", "imagenet", "darts")
+RECIPES = ("paper", "fast", "budget", "imagenet", "darts")
 SCHEDULES = ("step", "cosine", "onecycle")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # NOTE: Lightning's precision names; on a CPU it runs only fp32, fp64 and bfloat16 (it would silently turn fp16 AMP
@@ -39,13 +39,15 @@ class TrainConfig:
     recipe: str = setting("fast", choices=RECIPES)
     epochs: Optional[int] = setting(None, ge=1)
     max_steps: int = setting(-1, ge=1, also=(-1,))  # stop after this many optimizer steps (-1: the epochs decide)
+    time_budget: Optional[float] = setting(None, gt=0)  # minutes of training (validation and saving not counted)
     lr: float = setting(0.1, gt=0)
     momentum: float = setting(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = setting(1e-4, ge=0)
     schedule: str = setting("cosine", choices=SCHEDULES)
-    milestones: List[float] = setting(default_factory=lambda: [0.5, 0.75], gt=0, lt=1)  # step: fractions of epochs
+    milestones: List[float] = setting(default_factory=lambda: [0.5, 0.75], gt=0, lt=1)  # step: fractions of the run
     warmup_epochs: float = setting(0.0, ge=0)
+    warmup_fraction: float = setting(0.0, ge=0, le=0.5)  # warm-up as a fraction of the run (instead of epochs)
     label_smoothing: float = setting(0.0, ge=0, lt=1)
     grad_clip: Optional[float] = setting(None, gt=0)
     aux_weight: float = setting(0.0, ge=0)  # weight of auxiliary-head losses, for models with `forward_train`
@@ -168,14 +170,18 @@ def validate_config(cfg: TrainConfig) -> None:
     """Refuse a configuration that cannot run, before any data is read or any folder is made.
 
     Checks every field's type and range (`setting` rules), then the rules that join fields: a known model and
-    genotype, a readable RandAugment spec, Nesterov's momentum, a stopping point, and a precision and device list
-    the chosen accelerator runs.
+    genotype, a readable RandAugment spec, Nesterov's momentum, a stopping point, one way to size the warm-up, and
+    a precision and device list the chosen accelerator runs.
     """
     check_fields(cfg)
-    if cfg.epochs is None and cfg.max_steps == -1:
-        raise ValueError("TrainConfig.epochs: nothing says when to stop; set epochs (>= 1) or max_steps (>= 1)")
-    if cfg.schedule == "step" and cfg.epochs is None:
-        raise ValueError("TrainConfig.schedule: 'step' places its milestones in epochs; set epochs (>= 1)")
+    if cfg.epochs is None and cfg.max_steps == -1 and cfg.time_budget is None:
+        raise ValueError("TrainConfig.epochs: nothing says when to stop; set epochs (>= 1), max_steps (>= 1) or "
+                         "time_budget (minutes)")
+    if cfg.warmup_epochs and cfg.warmup_fraction:
+        raise ValueError("TrainConfig.warmup_fraction: warmup_epochs is set too; set one of them to 0")
+    if cfg.warmup_epochs and cfg.epochs is None and cfg.max_steps == -1:
+        raise ValueError("TrainConfig.warmup_epochs: a run bounded by time_budget alone has no epochs to count; "
+                         "set warmup_fraction instead")
     if cfg.nesterov and cfg.momentum == 0:
         raise ValueError("TrainConfig.nesterov: Nesterov momentum needs momentum > 0; set nesterov false or raise "
                          "momentum")

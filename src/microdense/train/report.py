@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 
 from microdense.io import atomic_open, atomic_write_text
 
-COLUMNS = ("epoch", "step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "img_s")
+COLUMNS = ("epoch", "step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "img_s", "train_s")
 
 
 def read_metrics(path: Path) -> List[Dict[str, str]]:

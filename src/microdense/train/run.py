@@ -67,9 +67,10 @@ class TrainResult:
     run_dir: Path
     val_top1: Optional[float]
     val_top5: Optional[float]
-    epochs: int
+    epochs: float  # epochs done, fractional when a limit stopped the run mid-epoch
     steps: int
-    seconds: float
+    seconds: float  # wall time of the whole fit (validation and checkpoints included)
+    train_seconds: float  # training time alone: what a time budget counts
     train_img_s: Optional[float]
     primary: bool = True  # this process is global rank 0
 
@@ -151,7 +152,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         devices=_devices(cfg.devices),
         num_nodes=cfg.num_nodes,
         precision=cfg.precision,
-        max_epochs=cfg.epochs,
+        max_epochs=cfg.epochs or -1,  # -1: no epoch limit (steps or the time budget end the run)
         max_steps=cfg.max_steps,
         gradient_clip_val=cfg.grad_clip,
         deterministic=cfg.deterministic,
@@ -197,9 +198,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         run_dir=run_dir,
         val_top1=final.get("val_top1"),
         val_top5=final.get("val_top5"),
-        epochs=trainer.current_epoch,
+        epochs=trainer.global_step / steps_per_epoch,
         steps=trainer.global_step,
         seconds=seconds,
+        train_seconds=system.progress.elapsed,
         train_img_s=final.get("img_s"),
         primary=trainer.is_global_zero,
     )

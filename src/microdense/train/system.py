@@ -19,6 +19,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from microdense.train.config import TrainConfig
 from microdense.train.export import RUN_INFO_KEY, RunInfo
+from microdense.train.progress import RunProgress
+
+PROGRESS_KEY = "microdense_progress"  # the checkpoint entry that keeps the training seconds across resumes
 
 
 class ClassificationSystem(pl.LightningModule):
@@ -56,6 +59,9 @@ class ClassificationSystem(pl.LightningModule):
         self._epoch_images = 0
         self._epoch_loss = torch.zeros(())
         self.run_info: Optional[RunInfo] = None  # saved in every checkpoint: what eval needs to rebuild the model
+        total = self.total_steps()
+        self.progress = RunProgress(total, cfg.time_budget * 60 if cfg.time_budget else None)
+        self.warmup = warmup_fraction(cfg, self.steps_per_epoch, total)
 
     # -- forward ----------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,11 +75,9 @@ class ClassificationSystem(pl.LightningModule):
 
     # -- training ---------------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        # NOTE: a model's own schedule hook (DARTS ramps drop-path with it) hears how far training has come.
-        if hasattr(self.model, "set_progress"):
-            self.model.set_progress(self.current_epoch / max(1, self.cfg.epochs or 1))
         self._epoch_start, self._epoch_images = time.perf_counter(), 0
         self._epoch_loss = torch.zeros((), device=self.device)
+        self.progress.start()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         loader = self.trainer.train_dataloader
@@ -81,6 +85,13 @@ class ClassificationSystem(pl.LightningModule):
             loader.mark_consumed(batch_idx)
         # NOTE: reseed per step so dropout/drop-path draws depend on the step alone: a resumed run matches.
         torch.manual_seed(self.cfg.seed * 1_000_003 + self.global_step * 101 + self.global_rank)
+        # NOTE: every schedule follows one progress figure (steps or training seconds, whichever is further on).
+        progress = self.progress.at(self.global_step)
+        factor = lr_factor(self.cfg, progress, self.warmup)
+        for group in self.trainer.optimizers[0].param_groups:
+            group["lr"] = self.cfg.lr * factor
+        if hasattr(self.model, "set_progress"):  # a model's own schedule (DARTS ramps drop-path with it)
+            self.model.set_progress(progress)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -107,6 +118,19 @@ class ClassificationSystem(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
+        self.progress.tick()
+        if self.progress.budget_s is not None and self.trainer.world_size > 1:
+            # NOTE: rank 0's clock rules, so every rank applies the same learning rate and stops at the same step.
+            self.progress.load_state_dict(self.trainer.strategy.broadcast(self.progress.state_dict(), src=0))
+        if self.progress.done_after(self.global_step - 1):
+            # NOTE: stopping this way (not by Lightning's max_steps) lets Lightning validate the final weights.
+            self.trainer.should_stop = True
+
+    def on_validation_start(self) -> None:
+        self.progress.pause()
+
+    def on_validation_end(self) -> None:
+        self.progress.start()
 
     def epoch_summary(self) -> Dict[str, float]:
         """This epoch's training figures, reduced over every process (called at the epoch's end)."""
@@ -119,11 +143,17 @@ class ClassificationSystem(pl.LightningModule):
             "train_top1": float(self.train_top1.compute()),
             "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
             "img_s": float(images) / max(elapsed, 1e-9),
+            "train_s": self.progress.elapsed,
         }
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         if self.run_info is not None:
             checkpoint[RUN_INFO_KEY] = self.run_info.to_dict()
+        checkpoint[PROGRESS_KEY] = self.progress.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        if PROGRESS_KEY in checkpoint:
+            self.progress.load_state_dict(checkpoint[PROGRESS_KEY])
 
     # -- validation / test ------------------------------------------------------------------------------------------
     def _evaluate(self, batch: Any, prefix: str) -> None:
@@ -152,39 +182,43 @@ class ClassificationSystem(pl.LightningModule):
     on_test_epoch_start = on_validation_epoch_start
 
     # -- optimisation -----------------------------------------------------------------------------------------------
-    def configure_optimizers(self) -> Dict[str, Any]:
-        cfg = self.cfg
-        # NOTE: no weight decay on BN parameters and biases (timm's 1-D rule).
-        groups = param_groups_weight_decay(self.model, weight_decay=cfg.weight_decay)
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-        total = self.total_steps()
-        # NOTE: a run cut short by max_steps keeps at most half of its steps for warm-up.
-        warmup = min(int(round(cfg.warmup_epochs * self.steps_per_epoch)), total // 2)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(cfg, step, total, warmup, self.steps_per_epoch))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # NOTE: no weight decay on BN parameters and biases (timm's 1-D rule). The learning rate of each step is set
+        # in on_train_batch_start from the run's progress, so no scheduler object is needed.
+        groups = param_groups_weight_decay(self.model, weight_decay=self.cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=self.cfg.nesterov)
 
-    def total_steps(self) -> int:
-        by_epochs = self.steps_per_epoch * max(1, self.cfg.epochs or 1)
-        return max(1, min(by_epochs, self.cfg.max_steps) if self.cfg.max_steps > 0 else by_epochs)
+    def total_steps(self) -> Optional[int]:
+        """Optimizer steps the epoch and step limits allow (None: only the time budget ends the run)."""
+        limits = [self.steps_per_epoch * self.cfg.epochs] if self.cfg.epochs else []
+        if self.cfg.max_steps > 0:
+            limits.append(self.cfg.max_steps)
+        return max(1, min(limits)) if limits else None
 
 
-def lr_factor(cfg: TrainConfig, step: int, total: int, warmup: int, steps_per_epoch: int) -> float:
-    """Multiplier of the peak lr at `step`.
+def warmup_fraction(cfg: TrainConfig, steps_per_epoch: int, total_steps: Optional[int]) -> float:
+    """The warm-up as a fraction of the run: `warmup_fraction`, or `warmup_epochs` over the run's steps. A run
+    cut short keeps at most half of itself for warm-up."""
+    if cfg.warmup_fraction or not cfg.warmup_epochs or not total_steps:
+        return cfg.warmup_fraction
+    return min(0.5, cfg.warmup_epochs * steps_per_epoch / total_steps)
 
-    step: linear warm-up, then / 10 at each milestone. cosine: linear warm-up from 0, cosine to 0.
+
+def lr_factor(cfg: TrainConfig, progress: float, warmup: float) -> float:
+    """Multiplier of the peak lr at `progress` (0: first step, 1: last step); `warmup` is a fraction of the run.
+
+    step: linear warm-up from 0, then / 10 at each milestone. cosine: linear warm-up from 0, cosine to 0 at the end.
     onecycle (Smith's 1cycle as torch's OneCycleLR draws it): linear from 1/25 to 1, cosine down to 1/25,000.
     """
     if cfg.schedule == "onecycle":
         start, end = 1 / 25, 1 / 25_000
-        if step < warmup:
-            return start + (1 - start) * step / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
-    if warmup and step < warmup:
-        return (step + 1) / warmup
+        if progress < warmup:
+            return start + (1 - start) * progress / warmup
+        rest = min(1.0, (progress - warmup) / (1 - warmup))
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * rest))
+    if progress < warmup:
+        return progress / warmup
     if cfg.schedule == "step":
-        epoch = step / steps_per_epoch
-        return 0.1 ** sum(epoch >= m * cfg.epochs for m in cfg.milestones)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1 + math.cos(math.pi * progress))
+        return 0.1 ** sum(progress >= m for m in cfg.milestones)
+    rest = min(1.0, (progress - warmup) / (1 - warmup))
+    return 0.5 * (1 + math.cos(math.pi * rest))
