@@ -219,7 +219,8 @@ def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup
     cfg = TrainConfig(data=data, channels_last=bool(options.get("channels_last")), epochs=1)
     system = ClassificationSystem(model, cfg, model.num_classes, steps_per_epoch=warmup + steps)
     timer = StepTimer()
-    trainer = pl.Trainer(accelerator=dev.type, devices=1, max_steps=warmup + steps, logger=False,
+    precision = {"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(options.get("amp"), "32-true")  # as the bare step's
+    trainer = pl.Trainer(accelerator=dev.type, devices=1, max_steps=warmup + steps, precision=precision, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0, callbacks=[timer], use_distributed_sampler=False)
     trainer.fit(system, datamodule=datamodule)
