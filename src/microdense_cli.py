@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="last line printed is one JSON object")
     p.add_argument("--per-class", action="store_true", help="accuracy of every class")
     p.add_argument("--plot", metavar="PNG", help="write the confusion matrix here")
+    p.add_argument("--flip", action="store_true", help="average each image's logits with its mirror image's")
     p.set_defaults(batch_size=256, workers=4, seed=0)
 
     p = sub.add_parser("predict", help="top-k labels for image files and folders")

@@ -141,7 +141,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from microdense.train.evaluate import evaluate
 
     result = evaluate(args.checkpoint, args.data, args.data_dir, args.val_split, args.batch_size, args.workers,
-                      args.seed, args.plot, args.accelerator)
+                      args.seed, args.plot, args.accelerator, args.flip)
     if args.per_class:
         width = max(len(c) for c in result.per_class)
         for name, acc in result.per_class.items():

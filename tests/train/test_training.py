@@ -88,6 +88,28 @@ def test_eval_reproduces_final_validation_accuracy(trained_run, tmp_path, capsys
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top1"] == result["top1"]
 
 
+def test_eval_flip_averages_each_image_with_its_mirror(trained_run, capsys):
+    from microdense.data.config import DataCfg
+    from microdense.data.datamodule import ImageDataModule
+    from microdense.train.export import load_model
+    tree, out = trained_run
+    common = ["eval", "--checkpoint", str(out), "--data", "imagefolder", "--data-dir", str(tree), "--val-split",
+              "0.25", "--json", "--accelerator", "cpu"]
+    assert main(common) == 0 and main([*common, "--flip"]) == 0
+    plain, flipped = (json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{"))
+    loaded = load_model(out)
+    data = ImageDataModule(DataCfg(name="imagefolder", root=str(tree), val_split=0.25), loaded.model.num_classes,
+                           mean_std=(loaded.info.mean, loaded.info.std))
+    data.setup("validate")
+    x, y = data.on_after_batch_transfer(next(iter(data.val_dataloader())), 0)  # all 12 images in one batch
+    model = loaded.model.eval()
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy((model(x) + model(x.flip(3))) / 2, y)
+        unflipped = torch.nn.functional.cross_entropy(model(x), y)
+    assert len(y) == 12 and flipped["loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert plain["loss"] == pytest.approx(float(unflipped), rel=1e-5) != flipped["loss"]
+
+
 def test_timm_loads_the_export(trained_run):
     _, out = trained_run
     import microdense  # noqa: F401

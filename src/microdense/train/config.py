@@ -56,6 +56,7 @@ class TrainConfig:
     drop_path_rate: float = setting(0.0, ge=0, lt=1)
     ema_decay: float = setting(0.0, ge=0, lt=1)  # 0: off; e.g. 0.9998 keeps an EMA of the weights, used for validation
     mixup: float = setting(0.0, ge=0)  # timm Mixup alpha; 0: off
+    val_flip: bool = False  # validate on the mean of each image's logits and its mirror image's (flip TTA)
     cutmix: float = setting(0.0, ge=0)  # timm CutMix alpha; 0: off
     # run
     out: Optional[str] = None  # run folder; default runs/<model>-<data>-<time>

@@ -37,7 +37,8 @@ def _eval_source(data: str, data_dir: Optional[str], val_split: Optional[float],
 
 def evaluate(checkpoint: str, data: str, data_dir: Optional[str] = None, val_split: Optional[float] = None,
              batch_size: int = 256, workers: int = 4, seed: int = 0, plot: Optional[str] = None,
-             accelerator: str = "auto") -> EvalResult:
+             accelerator: str = "auto", flip: bool = False) -> EvalResult:
+    """Evaluate `checkpoint` on `data`'s validation split; `flip` averages each image's logits with its mirror's."""
     loaded = load_model(Path(checkpoint))
     num_classes = loaded.model.num_classes
     source = _eval_source(data, data_dir, val_split, seed)
@@ -46,7 +47,7 @@ def evaluate(checkpoint: str, data: str, data_dir: Optional[str] = None, val_spl
     datamodule = ImageDataModule(cfg, num_classes, source=source, mean_std=(loaded.info.mean, loaded.info.std),
                                  seed=seed)
     datamodule.setup("validate")
-    system = ClassificationSystem(loaded.model, TrainConfig(), num_classes)
+    system = ClassificationSystem(loaded.model, TrainConfig(val_flip=flip), num_classes)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=True)
     [metrics] = trainer.validate(system, datamodule=datamodule, verbose=False)

@@ -158,7 +158,10 @@ class ClassificationSystem(pl.LightningModule):
     # -- validation / test ------------------------------------------------------------------------------------------
     def _evaluate(self, batch: Any, prefix: str) -> None:
         x, y = batch
-        logits = self._eval_model()(self._prepare(x))
+        model, x = self._eval_model(), self._prepare(x)
+        logits = model(x)
+        if self.cfg.val_flip:  # test-time augmentation: the mirror image's logits averaged in
+            logits = (logits + model(x.flip(3))) / 2
         loss = F.cross_entropy(logits, y)
         self.val_loss.update(loss, weight=len(y))
         self.val_top1(logits, y)
