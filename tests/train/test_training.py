@@ -240,9 +240,10 @@ class RecordLearningRates(pl.Callback):
 
 def test_time_budget_stops_the_run_at_the_schedules_final_learning_rate(image_tree, tmp_path):
     budget_min = 0.05  # 3 s of training; 1000 epochs would take minutes
-    cfg = resolve_config({"data.name": "imagefolder", "data.root": str(image_tree), "data.val_split": 0.25,
-                          "data.batch_size": 8, "epochs": 1000, "time_budget": budget_min, "accelerator": "cpu",
-                          "devices": "1", "out": str(tmp_path / "run")})
+    cfg = resolve_config({"recipe": "budget", "data.name": "imagefolder", "data.root": str(image_tree),
+                          "data.val_split": 0.25, "data.batch_size": 8, "epochs": 1000, "time_budget": budget_min,
+                          "accelerator": "cpu", "devices": "1", "out": str(tmp_path / "run")})
+    assert cfg.channels_last and cfg.warmup_fraction > 0
     record = RecordLearningRates()
     result = train(cfg, callbacks=[record], progress=False)
     assert 0 < result.steps < 4000 and len(record.lrs) == result.steps
@@ -255,6 +256,7 @@ def test_time_budget_stops_the_run_at_the_schedules_final_learning_rate(image_tr
     assert float(rows[-1]["train_s"]) == pytest.approx(result.train_seconds)
     assert result.seconds > result.train_seconds > 0
     assert result.epochs == pytest.approx(result.steps / 4)
+    assert load_file(str(tmp_path / "run" / "model.safetensors")).keys()  # a channels_last model exports too
 
 
 def test_resume_keeps_the_training_seconds_already_spent(image_tree, tmp_path):

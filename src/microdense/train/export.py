@@ -5,6 +5,7 @@ The export folder is a timm local model: `timm.create_model("local-dir:RUN", pre
 (after `import microdense`) rebuilds the trained network. Checkpoints and exports carry the same `RunInfo`,
 written and read in one shape.
 """
+import copy
 import dataclasses
 import json
 import os
@@ -66,6 +67,8 @@ def export_model(model: nn.Module, run_dir: os.PathLike, info: RunInfo) -> Path:
     """Write model.safetensors and config.json (timm's fields, and `info`) into `run_dir`, each by an atomic
     rename."""
     run_dir = Path(run_dir)
+    # NOTE: safetensors refuses the strided weights of a channels_last model; the file holds contiguous ones.
+    model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     with tempfile.TemporaryDirectory(dir=run_dir, prefix=".export-") as tmp:
         save_for_hf(
             model, tmp,
