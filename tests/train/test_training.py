@@ -274,6 +274,8 @@ def test_resume_keeps_the_training_seconds_already_spent(image_tree, tmp_path):
     result = train(cfg, callbacks=[record], progress=False)
     assert record.started_at == saved["elapsed"]
     assert result.train_seconds > saved["elapsed"] and result.steps == 8
+    # the resumed part writes its step-level log beside the first part's
+    assert (killed / "logs").is_dir() and (killed / "logs-2" / "metrics.csv").is_file()
 
 
 def test_ctrl_c_saves_last_checkpoint_and_resumes(image_tree, tmp_path):

@@ -101,6 +101,16 @@ def check_run_dir(run_dir: Path, resume: bool) -> Optional[Path]:
     return None
 
 
+def _log_version(run_dir: Path) -> str:
+    """The step-level CSV log's folder: `logs`, then `logs-2`, `logs-3`, ... for each resume (Lightning's CSV logger
+    deletes the metrics file it finds, so a resumed run writes beside it)."""
+    name, n = "logs", 1
+    while (run_dir / name).exists():
+        n += 1
+        name = f"logs-{n}"
+    return name
+
+
 def _devices(value: str) -> Any:
     return int(value) if str(value).isdigit() else value
 
@@ -158,7 +168,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         deterministic=cfg.deterministic,
         use_distributed_sampler=False,  # the data module shards by rank itself, resumably
         default_root_dir=run_dir,
-        logger=[CSVLogger(run_dir, name="", version="logs"), TensorBoardLogger(run_dir, name="", version="tensorboard")],
+        logger=[CSVLogger(run_dir, name="", version=_log_version(run_dir)), TensorBoardLogger(run_dir, name="", version="tensorboard")],
         callbacks=[best, last, report, LearningRateMonitor("step"), stopper, *bars, *callbacks],
         enable_progress_bar=progress,
         enable_model_summary=False,  # NOTE: Lightning's lists the metrics as modules and FLOPs as 0; ours is a line
