@@ -3,6 +3,7 @@ import dataclasses
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -55,7 +56,6 @@ class _DropMessages(logging.Filter):
 
 def _silence_third_party_noise() -> None:
     """Lightning's advertisement and a deprecation it triggers inside torch: dropped by their exact text only."""
-    import warnings
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropMessages) for f in logger.filters):
         logger.addFilter(_DropMessages("💡 Tip: For seamless cloud logging"))
@@ -129,6 +129,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     cfg = dataclasses.replace(cfg, out=str(run_dir))
     resume_from = check_run_dir(run_dir, cfg.resume)
+    if resume_from is not None:  # Lightning warns that the checkpoint folder it resumes from holds checkpoints
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = ImageDataModule(cfg.data, cfg.num_classes, seed=cfg.seed)
