@@ -67,8 +67,9 @@ def export_model(model: nn.Module, run_dir: os.PathLike, info: RunInfo) -> Path:
     """Write model.safetensors and config.json (timm's fields, and `info`) into `run_dir`, each by an atomic
     rename."""
     run_dir = Path(run_dir)
-    # NOTE: safetensors refuses the strided weights of a channels_last model; the file holds contiguous ones.
-    model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    if any(not t.is_contiguous() for t in model.state_dict().values()):
+        # NOTE: safetensors refuses the strided weights of a channels_last model; the file holds a contiguous copy.
+        model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     with tempfile.TemporaryDirectory(dir=run_dir, prefix=".export-") as tmp:
         save_for_hf(
             model, tmp,
