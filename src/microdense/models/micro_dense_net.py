@@ -8,7 +8,7 @@ project's reconstruction (DESIGN.md §1), sized to the targets named there. A va
     timm.create_model("microdensenet_cifar_base", pyramid="constant", cardinality="fixed")
 """
 from dataclasses import dataclass, fields, replace
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -20,7 +20,7 @@ from microdense.layers import MicroDenseBlock, MicroDenseBlockCfg
 from microdense.models._common import build_stages, cifar_cfg, init_weights
 from microdense.models._staged import StagedNet
 
-__all__ = ["MicroDenseNet", "MicroDenseNetCfg", "MicroDenseStageCfg", "model_cfgs"]
+__all__ = ["MicroDenseNet", "MicroDenseNetCfg", "MicroDenseStageCfg", "model_cfgs", "scale_widths"]
 
 STEM_TYPES = ("cifar", "deep", "7x7")
 
@@ -83,6 +83,27 @@ model_cfgs: Dict[str, MicroDenseNetCfg] = dict(
 )
 
 
+def scale_widths(cfg: MicroDenseNetCfg, multiplier: float) -> MicroDenseNetCfg:
+    """`cfg` with every width times `multiplier`: the family's one width knob, which matches parameter counts.
+
+    The stem's width rounds to the nearest channel. A block's base width rounds to the nearest multiple of its group
+    width (at least one group) where its 3x3 convs are grouped, so every scaled net obeys the block's rules; its
+    stage's width absorbs that rounding (times base width wanted / base width built), so the parameter count moves
+    in small steps as the multiplier grows instead of jumping at every rounding of a narrow base width.
+    """
+    if not multiplier > 0:
+        raise ValueError(f"MicroDenseNet.width_multiplier: must be > 0, got {multiplier}")
+
+    def stage(s: MicroDenseStageCfg) -> MicroDenseStageCfg:
+        step = s.block.group_width if s.block.cardinality != "none" else 1
+        wanted = s.block.base_width * multiplier
+        base = step * max(1, round(wanted / step))
+        return replace(s, out_chs=max(1, round(s.out_chs * multiplier * wanted / base)),
+                       block=replace(s.block, base_width=base))
+
+    return replace(cfg, stages=tuple(stage(s) for s in cfg.stages), stem_width=max(1, round(cfg.stem_width * multiplier)))
+
+
 def _conv_bn_act(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, bias=False),
@@ -119,6 +140,7 @@ class MicroDenseNet(StagedNet):
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
         memory_efficient: recompute each layer's concat-BN-ReLU-1x1 in backward (less memory, more time).
+        width_multiplier: scale every width (`scale_widths`), after the block overrides; None keeps `cfg`'s.
         **block_overrides: `MicroDenseBlockCfg` fields applied to every stage, e.g. `pyramid="constant"`.
     """
 
@@ -131,6 +153,7 @@ class MicroDenseNet(StagedNet):
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
             memory_efficient: bool = False,
+            width_multiplier: Optional[float] = None,
             **block_overrides: Any,
     ):
         super().__init__()
@@ -140,6 +163,8 @@ class MicroDenseNet(StagedNet):
             raise TypeError(f"MicroDenseNet got unknown arguments {unknown}; block fields are {sorted(known)}")
         if block_overrides:
             cfg = replace(cfg, stages=tuple(replace(s, block=replace(s.block, **block_overrides)) for s in cfg.stages))
+        if width_multiplier is not None:
+            cfg = scale_widths(cfg, width_multiplier)
         self.cfg = cfg
         self.num_classes = num_classes
         self.drop_rate = drop_rate
