@@ -106,3 +106,31 @@ def test_sharded_sampler_partitions_and_resumes():
     assert list(s) == full  # the skip applies once
     s.set_epoch(4)
     assert list(s) != full
+
+
+def test_limit_images_keeps_a_seeded_subset_of_each_split():
+    full = load_source("synthetic", None, False, None, seed=0)
+    small = load_source("synthetic", None, False, None, seed=0, limit=7)
+    again = load_source("synthetic", None, False, None, seed=0, limit=7)
+    assert len(small.train) == len(small.val) == 7
+    assert torch.equal(small.train.images, again.train.images)
+    # every kept image is one of the split's own
+    flat = full.train.images.flatten(1)
+    assert all(any(torch.equal(img.flatten(), row) for row in flat) for img in small.train.images)
+
+
+def test_a_tree_is_decoded_once_per_process_until_a_file_changes(image_tree, monkeypatch):
+    import os
+
+    import microdense.data.sources as sources
+    decodes = []
+    real = sources._decode_all
+    monkeypatch.setattr(sources, "_decode_all", lambda *a: decodes.append(1) or real(*a))
+    first = load_imagefolder(str(image_tree)).train
+    second = load_imagefolder(str(image_tree)).train
+    assert len(decodes) == 1 and torch.equal(first.images, second.images)
+    changed = next(image_tree.rglob("*.png"))
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(changed)
+    os.utime(changed, ns=(10 ** 19, 10 ** 19))  # newer than every other file, whatever the clock's resolution
+    third = load_imagefolder(str(image_tree)).train
+    assert len(decodes) == 2 and not torch.equal(first.images, third.images)

@@ -15,6 +15,7 @@ class DataCfg:
     root: Optional[str] = None  # CIFAR's folder, or an ImageFolder tree
     download: bool = False
     val_split: Optional[float] = setting(None, gt=0, lt=1)  # None: the dataset's own val split, else 10% held out
+    limit_images: Optional[int] = setting(None, ge=1)  # at most this many images per split, a seeded random subset
     batch_size: int = setting(128, ge=1)  # per device
     workers: int = setting(4, ge=0)
     img_size: int = setting(224, ge=8)  # large-image path only: train crop and eval size

@@ -99,7 +99,7 @@ class ImageDataModule(pl.LightningDataModule):
             return
         if self.source is None:
             c = self.cfg
-            self.source = load_source(c.name, c.root, False, c.val_split, self.seed)
+            self.source = load_source(c.name, c.root, False, c.val_split, self.seed, c.limit_images)
         self._check_labels()
         if self.mean_std is not None:
             self.mean, self.std = self.mean_std

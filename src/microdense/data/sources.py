@@ -11,7 +11,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -172,6 +172,18 @@ def _decode_all(paths: List[str], labels: List[int], size: Tuple[int, int], desc
     return TensorImages(images[ok], torch.tensor(labels)[ok])
 
 
+_DECODED: Dict[tuple, TensorImages] = {}  # the last decoded tree, by its files: a study's runs decode it once
+
+
+def _decode_cached(paths: List[str], labels: List[int], size: Tuple[int, int], desc: str) -> TensorImages:
+    """`_decode_all`, reusing this process's last decode when the same files, unchanged since, are asked for."""
+    key = (tuple(paths), tuple(labels), size, max(os.stat(p).st_mtime_ns for p in paths))
+    if key not in _DECODED:
+        _DECODED.clear()  # one tree at a time: memory stays that of one dataset
+        _DECODED[key] = _decode_all(paths, labels, size, desc)
+    return _DECODED[key]
+
+
 def _verify_files(paths: List[str], labels: List[int]) -> FileImages:
     """Keep the files PIL can identify (a header check, not a full decode); skip the rest with a count."""
     def readable(p: str) -> bool:
@@ -201,7 +213,7 @@ def _load_tree(root: Path, classes: Optional[List[str]], small: Optional[bool], 
     size = _first_readable_size(paths)
     if small is None:
         small = max(size) <= SMALL_IMAGE_MAX_SIDE
-    split = _decode_all(paths, labels, size, desc) if small else _verify_files(paths, labels)
+    split = _decode_cached(paths, labels, size, desc) if small else _verify_files(paths, labels)
     return split, found, small
 
 
@@ -216,13 +228,13 @@ def load_imagefolder(root: str) -> DataSource:
     return DataSource(data, None, classes)
 
 
-def load_source(kind: str, data_dir: Optional[str], download: bool, val_split: Optional[float], seed: int
-                ) -> DataSource:
+def load_source(kind: str, data_dir: Optional[str], download: bool, val_split: Optional[float], seed: int,
+                limit: Optional[int] = None) -> DataSource:
     """Load a dataset's train and validation splits.
 
     `val_split` F holds out a stratified fraction F of the training split (chosen by `seed`) as the
     validation split, replacing any the dataset ships. None keeps the shipped split, or holds out 10%
-    where there is none.
+    where there is none. `limit` keeps at most that many images of each split (a random subset drawn by `seed`).
     """
     if kind == "synthetic":
         source = load_synthetic(seed)
@@ -240,4 +252,8 @@ def load_source(kind: str, data_dir: Optional[str], download: bool, val_split: O
     if val_split:
         train_idx, val_idx = stratified_split(source.train.labels, val_split, seed)
         source = DataSource(source.train.subset(train_idx), source.train.subset(val_idx), source.classes)
+    if limit:
+        g = torch.Generator().manual_seed(seed)
+        source = DataSource(*(split.subset(torch.randperm(len(split), generator=g)[:limit])
+                              for split in (source.train, source.val)), source.classes)
     return source
