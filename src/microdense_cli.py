@@ -146,6 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=number(int, 13, 23, high_open=False), help="ONNX opset (default 18)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="any batch size (default: one image per call, the serving shape)")
+    p = sub.add_parser("study", help="run, report and list studies: each claim of the paper as an experiment")
+    study = p.add_subparsers(dest="study_command", required=True, metavar="ACTION", parser_class=Parser)
+    q = study.add_parser("run", help="train every (entry, seed) of a study; resumes where it stopped",
+                         description="Each run goes through `microdense train`'s code path into DIR/runs/<run>/ and "
+                                     "appends one row to DIR/results.jsonl. Finished runs are skipped and interrupted "
+                                     "ones resume, so the same command continues a killed study.")
+    q.add_argument("study", metavar="STUDY", help="a study YAML file, or a packaged study's name (`microdense study "
+                                                  "list`)")
+    q.add_argument("--out", required=True, metavar="DIR", help="the study's folder")
+    q.add_argument("--shard", metavar="I/N", help="run only the runs whose index is I modulo N (I counts from 0): "
+                                                  "one job of an array, e.g. --shard $SLURM_ARRAY_TASK_ID/8")
+    q.add_argument("--test-dir", metavar="DIR", help="also evaluate every finished run on this ImageFolder tree")
+    q.add_argument("--data", choices=DATA_KINDS, help="train on this dataset instead of the study's")
+    q.add_argument("--data-dir", help="the dataset's folder (instead of the study's)")
+    q.add_argument("--smoke", action="store_true",
+                   help="the study's smoke form: every entry, one seed, 2 steps on a few synthetic images")
+    q.add_argument("--quiet", action="store_true", help="no training progress bars; the study's own lines stay")
+    q = study.add_parser("report", help="report.md, report.png and a printed table of a study's results")
+    q.add_argument("dir", metavar="DIR", help="the study's folder (holds results.jsonl)")
+    study.add_parser("list", help="the packaged studies and the claim each tests")
     return parser
 
 

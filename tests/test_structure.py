@@ -15,6 +15,7 @@ FLOORS = [
     {"data"},
     {"train"},
     {"bench", "deploy"},
+    {"study"},
     {"cli"},
 ]
 PARTS = set().union(*FLOORS)

@@ -281,8 +281,44 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from microdense.study.spec import load_study, packaged_studies, parse_shard, smoke, with_data
+
+    if args.study_command == "list":
+        for name, path in packaged_studies().items():
+            print(f"{name:<16} {load_study(str(path)).claim}")
+        return 0
+    if args.study_command == "report":
+        from microdense.study.report import write_report
+        report = write_report(Path(args.dir))
+        _console().print(report.table)
+        print(f"wrote {report.markdown} and {report.plot}")
+        return 0
+    from microdense.study.runner import run_study
+    from microdense.train.run import TrainingInterrupted
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.quiet:
+        _quiet_logs()
+    shard = parse_shard(args.shard)
+    study = with_data(load_study(args.study), args.data, args.data_dir)
+    if args.smoke:
+        study = smoke(study)
+    try:
+        done = run_study(study, Path(args.out), shard, args.test_dir, progress=not args.quiet)
+    except (KeyboardInterrupt, TrainingInterrupted):
+        print("microdense: study interrupted; the same command resumes it", file=sys.stderr)
+        return 130
+    print(f"study {study.name}: {done.ran} run(s) done now, {done.skipped} done before ({done.planned} in the "
+          f"study, all shards); rows in {Path(args.out) / 'results.jsonl'}; report: microdense study report {args.out}")
+    return 0
+
+
 COMMANDS = {"info": cmd_info, "train": cmd_train, "bench": cmd_bench, "eval": cmd_eval, "predict": cmd_predict,
-            "export": cmd_export}
+            "export": cmd_export, "study": cmd_study}
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -67,11 +67,13 @@ class TrainResult:
     run_dir: Path
     val_top1: Optional[float]
     val_top5: Optional[float]
+    val_loss: Optional[float]
     epochs: float  # epochs done, fractional when a limit stopped the run mid-epoch
     steps: int
     seconds: float  # wall time of the whole fit (validation and checkpoints included)
     train_seconds: float  # training time alone: what a time budget counts
-    train_img_s: Optional[float]
+    train_img_s: Optional[float]  # the last epoch's rate
+    images: int = 0  # training images processed (steps x batch size x processes)
     primary: bool = True  # this process is global rank 0
 
 
@@ -210,10 +212,12 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         run_dir=run_dir,
         val_top1=final.get("val_top1"),
         val_top5=final.get("val_top5"),
+        val_loss=final.get("val_loss"),
         epochs=trainer.global_step / steps_per_epoch,
         steps=trainer.global_step,
         seconds=seconds,
         train_seconds=system.progress.elapsed,
         train_img_s=final.get("img_s"),
+        images=trainer.global_step * datamodule.cfg.batch_size * trainer.world_size,
         primary=trainer.is_global_zero,
     )

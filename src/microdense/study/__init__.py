@@ -1,0 +1,1 @@
+"""Studies: each claim of the paper as a runnable, resumable, shardable experiment (`microdense study`)."""

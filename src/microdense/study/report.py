@@ -1,0 +1,185 @@
+"""`microdense study report DIR`: results.jsonl summarised per entry, as report.md, report.png and a table.
+
+One row per entry: parameters, MACs, runs, mean ± sample standard deviation of val top-1 (and test top-1 where
+runs were tested) over seeds, the difference of the means from the reference entry, training images per second
+and training minutes. The plot draws top-1 against parameters and against training time, with error bars over
+seeds.
+"""
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from microdense.io import atomic_open, atomic_write_text
+from microdense.study.results import RESULTS_FILE, read_rows
+from microdense.study.runner import STUDY_FILE
+
+
+@dataclass
+class EntrySummary:
+    label: str
+    model: str
+    params: int
+    macs: int
+    runs: int
+    seeds: List[int]
+    val: List[float]  # val top-1 of each run, percent
+    test: List[float]  # test top-1 of each run that was tested, percent
+    img_s: float
+    train_minutes: float
+
+
+@dataclass
+class Report:
+    markdown: Path
+    plot: Path
+    table: Any  # a rich Table
+
+
+def _mean_std(values: Sequence[float]) -> tuple:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _pm(values: Sequence[float]) -> str:
+    mean, std = _mean_std(values)
+    if mean is None:
+        return "-"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def summarise(rows: List[Dict[str, Any]], order: Sequence[str]) -> List[EntrySummary]:
+    """Rows grouped by entry, in `order` (then any other entries as they first appear)."""
+    labels = [label for label in order if any(r["entry"] == label for r in rows)]
+    for r in rows:
+        if r["entry"] not in labels:
+            labels.append(r["entry"])
+    out = []
+    for label in labels:
+        group = sorted((r for r in rows if r["entry"] == label), key=lambda r: r["seed"])
+        out.append(EntrySummary(
+            label=label, model=group[0]["model"], params=group[0]["params"], macs=group[0]["macs"], runs=len(group),
+            seeds=[r["seed"] for r in group],
+            val=[100 * r["val_top1"] for r in group if r.get("val_top1") is not None],
+            test=[100 * r["test_top1"] for r in group if r.get("test_top1") is not None],
+            img_s=statistics.fmean(r["img_s"] for r in group if r.get("img_s")) if any(
+                r.get("img_s") for r in group) else 0.0,
+            train_minutes=statistics.fmean(r["train_seconds"] for r in group) / 60))
+    return out
+
+
+def _delta(entry: EntrySummary, ref: Optional[EntrySummary], attr: str) -> str:
+    mine, theirs = getattr(entry, attr), getattr(ref, attr) if ref else []
+    if not mine or not theirs or entry is ref:
+        return "-"
+    return f"{statistics.fmean(mine) - statistics.fmean(theirs):+.2f}"
+
+
+def _columns(has_test: bool) -> List[str]:
+    cols = ["entry", "model", "params", "MACs", "runs", "val top-1 %", "Δ val"]
+    if has_test:
+        cols += ["test top-1 %", "Δ test"]
+    return cols + ["img/s", "train min"]
+
+
+def _cells(s: EntrySummary, ref: Optional[EntrySummary], has_test: bool) -> List[str]:
+    cells = [s.label, s.model, f"{s.params / 1e6:.3f}M", f"{s.macs / 1e6:.1f}M", str(s.runs), _pm(s.val),
+             _delta(s, ref, "val")]
+    if has_test:
+        cells += [_pm(s.test), _delta(s, ref, "test")]
+    return cells + [f"{s.img_s:.0f}", f"{s.train_minutes:.1f}"]
+
+
+def plot_report(path: Path, summaries: List[EntrySummary], title: str) -> None:
+    """Top-1 against parameters, and against training minutes, with error bars (sample std over seeds)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, xlabel, x_of in ((axes[0], "parameters (M)", lambda s: s.params / 1e6),
+                             (axes[1], "training time per run (min)", lambda s: s.train_minutes)):
+        for s in summaries:
+            for values, marker, split in ((s.val, "o", "val"), (s.test, "s", "test")):
+                mean, std = _mean_std(values)
+                if mean is None:
+                    continue
+                ax.errorbar(x_of(s), mean, yerr=std or 0, fmt=marker, capsize=3,
+                            color=f"C{summaries.index(s) % 10}", label=f"{s.label} ({split})")
+            mean, _ = _mean_std(s.val or s.test)
+            if mean is not None:
+                ax.annotate(s.label, (x_of(s), mean), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].set_xscale("log")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.83, 1))
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _machines(rows: List[Dict[str, Any]]) -> List[str]:
+    seen = []
+    for r in rows:
+        m = r.get("machine") or {}
+        text = f"{m.get('gpu') or m.get('cpu')}, {m.get('cores')} cores, {m.get('torch_threads')} torch threads, " \
+               f"torch {m.get('torch')}"
+        if text not in seen:
+            seen.append(text)
+    return seen
+
+
+def write_report(folder: Path) -> Report:
+    """Write DIR/report.md and DIR/report.png from DIR/results.jsonl; returns their paths and the table."""
+    from rich.table import Table
+
+    rows = read_rows(folder / RESULTS_FILE)
+    if not rows:
+        raise FileNotFoundError(f"no results in {folder / RESULTS_FILE}; run the study into {folder} first")
+    study: Dict[str, Any] = {}
+    if (folder / STUDY_FILE).exists():
+        study = yaml.safe_load((folder / STUDY_FILE).read_text()) or {}
+    order = [e["label"] for e in study.get("entries", [])]
+    summaries = summarise(rows, order)
+    reference = study.get("reference", order[0] if order else summaries[0].label)
+    ref = next((s for s in summaries if s.label == reference), None)
+    has_test = any(s.test for s in summaries)
+    name = study.get("name", rows[0].get("study", folder.name))
+    budget = study.get("budget", rows[0].get("budget"))
+    budget_text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (budget or {}).items())
+
+    cols = _columns(has_test)
+    lines = [f"# Study `{name}`", ""]
+    if study.get("claim"):
+        lines += [f"**Claim tested:** {study['claim']}", ""]
+    if study.get("description"):
+        lines += [study["description"], ""]
+    lines += [f"- Budget per run: {budget_text} (recipe `{study.get('recipe', rows[0].get('recipe'))}`); "
+              f"seeds {sorted({r['seed'] for r in rows})}; {len(rows)} runs.",
+              f"- Data: {study.get('data', {})}.",
+              f"- Reference: `{reference}`; Δ is the difference of means from it, in points.",
+              "- Top-1 is mean ± sample standard deviation over seeds (one run: no spread). img/s: training "
+              "images per second of training time; train min: training time per run (validation excluded).",
+              "- Machine(s): " + "; ".join(_machines(rows)) + ".",
+              "- Command(s): " + "; ".join(f"`{c}`" for c in sorted({r['command'] for r in rows if r.get('command')}))
+              + ".", "",
+              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    table = Table(show_edge=False, title=f"study {name}: {budget_text}")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("entry", "model") else "right")
+    for s in summaries:
+        cells = _cells(s, ref, has_test)
+        lines.append("| " + " | ".join(cells) + " |")
+        table.add_row(*cells)
+    lines += ["", "![top-1 against parameters and training time](report.png)", ""]
+    markdown, plot = folder / "report.md", folder / "report.png"
+    atomic_write_text(markdown, "\n".join(lines))
+    plot_report(plot, summaries, f"{name}: {budget_text}, mean ± std over seeds")
+    return Report(markdown=markdown, plot=plot, table=table)

@@ -1,0 +1,51 @@
+"""DIR/results.jsonl: one JSON row per finished run, only ever appended to.
+
+Each row is written with one `write` on a file opened for appending, under an exclusive lock, and synced: rows
+from shards sharing DIR never interleave, a crash leaves at most one torn last line (which `read_rows` skips
+with a warning), and no row once written is rewritten. Shards writing to separate folders merge by `cat`.
+"""
+import fcntl
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List
+
+log = logging.getLogger(__name__)
+RESULTS_FILE = "results.jsonl"
+
+
+def append_row(path: Path, row: Dict[str, Any]) -> None:
+    line = (json.dumps(row, sort_keys=False) + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # NOTE: a torn last line (a crash mid-write) would swallow this row: start on a line of our own.
+        if os.fstat(fd).st_size and not _ends_with_newline(path):
+            line = b"\n" + line
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def read_rows(path: Path) -> List[Dict[str, Any]]:
+    """Every complete row of `path` (none if it does not exist); a line that is not JSON is skipped, with a warning."""
+    if not path.exists():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s line %d is not a complete row (a write cut short?); skipped", path, n)
+    return rows

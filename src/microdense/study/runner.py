@@ -1,0 +1,216 @@
+"""`microdense study run`: every (entry, seed) of a study through `microdense train`'s own code path.
+
+DIR/runs/<label>-seed<k>/ holds each run's folder; DIR/results.jsonl gets one row per finished run. A run with a
+row is skipped, a run with a last.ckpt resumes from it, so a killed study continues where it stopped. `--shard I/N`
+runs the runs whose index is I modulo N: a job array spreads a study over machines with no coordinator.
+
+Every check happens before the first run starts: the study's fields, its models, each params_like width, each
+run's training configuration, and that rows and run folders already in DIR came from the same configuration.
+"""
+import dataclasses
+import hashlib
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+import yaml
+
+from microdense.bench.machine import cpu_name
+from microdense.data.config import DataCfg
+from microdense.io import atomic_write_text
+from microdense.models import check_model_name, create_model, resolve_input_size
+from microdense.models.size import measure_size
+from microdense.study.results import RESULTS_FILE, append_row, read_rows
+from microdense.study.spec import Entry, PlannedRun, Study, plan, run_config
+from microdense.study.width import match_params, param_count
+from microdense.train.config import TrainConfig, save_config
+from microdense.train.run import CONFIG_FILE, train
+
+log = logging.getLogger(__name__)
+STUDY_FILE = "study.yaml"
+# NOTE: where a run happens, not what it is: left out of the fingerprint so shards on other machines match.
+PLACE_FIELDS = ("out", "resume", "devices", "num_nodes", "accelerator")
+PLACE_DATA_FIELDS = ("root", "workers", "download")
+
+
+@dataclass(frozen=True)
+class ResolvedEntry:
+    entry: Entry
+    kwargs: Dict[str, Any]  # the entry's kwargs, with the width knob params_like chose
+    params: int
+
+
+@dataclass
+class StudyRun:
+    """What a study run did: how many runs it ran and skipped in this shard."""
+
+    ran: int
+    skipped: int
+    planned: int
+
+
+def _data_classes(study: Study) -> int:
+    """Classifier outputs of the study's runs, known before any image is read (params_like compares whole nets)."""
+    if study.overrides.get("num_classes"):
+        return int(study.overrides["num_classes"])
+    name = study.data.get("name", "synthetic")
+    if name == "cifar100":
+        return 100
+    if name == "imagefolder" and study.data.get("root"):
+        root = Path(study.data["root"])
+        root = root / "train" if (root / "train").is_dir() else root
+        if not root.is_dir():
+            raise FileNotFoundError(f"data folder {root} does not exist; point the study's data root (or --data-dir) "
+                                    "at a root/<class>/<image> tree")
+        return sum(1 for e in os.scandir(root) if e.is_dir())
+    return 10
+
+
+def resolve_entries(study: Study) -> Dict[str, ResolvedEntry]:
+    """Each entry's final kwargs: params_like entries matched to their reference's parameter count."""
+    for e in study.entries:
+        check_model_name(e.model)
+    num_classes = _data_classes(study)
+    resolved: Dict[str, ResolvedEntry] = {}
+    pending = list(study.entries)
+    while pending:  # an entry may be params_like another params_like entry: resolve in dependency order
+        ready = [e for e in pending if e.params_like is None or e.params_like in resolved]
+        if not ready:
+            raise ValueError(f"study {study.name}: params_like forms a cycle among {[e.label for e in pending]}")
+        for e in ready:
+            kwargs = {**e.kwargs, "num_classes": num_classes}
+            if e.params_like is not None:
+                target = resolved[e.params_like].params
+                try:
+                    kwargs = match_params(e.model, kwargs, target).kwargs
+                except ValueError as err:
+                    raise ValueError(f"study {study.name}, entry {e.label!r} ({e.params_like!r}'s size): {err}") from None
+            kwargs.pop("num_classes")
+            resolved[e.label] = ResolvedEntry(e, kwargs, param_count(e.model, {**kwargs, "num_classes": num_classes}))
+            pending.remove(e)
+    return resolved
+
+
+def fingerprint(cfg: TrainConfig) -> str:
+    """A short hash of what a run is (model, data, recipe, budget, seed), not of where it runs."""
+    values = dataclasses.asdict(cfg)
+    for key in PLACE_FIELDS:
+        values.pop(key)
+    for key in PLACE_DATA_FIELDS:
+        values["data"].pop(key)
+    return hashlib.sha256(yaml.safe_dump(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def machine() -> Dict[str, Any]:
+    info: Dict[str, Any] = dict(cpu=cpu_name(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                                torch=torch.__version__)
+    if torch.cuda.is_available():
+        info.update(gpu=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count())
+    return info
+
+
+def _size(model: str, kwargs: Dict[str, Any], num_classes: int) -> Tuple[int, int]:
+    net = create_model(model, num_classes=num_classes, **kwargs)
+    size = measure_size(model, net, resolve_input_size(net))
+    return size.params, size.macs
+
+
+def _study_text(study: Study, entries: Dict[str, ResolvedEntry]) -> str:
+    """DIR/study.yaml: the study as run, params_like widths resolved into each entry's kwargs: itself a study that
+    repeats these runs exactly. The report reads it for the claim, the reference and the order of the entries."""
+    data = dict(name=study.name, claim=study.claim, description=study.description, data=study.data,
+                recipe=study.recipe, overrides=study.overrides, budget=study.budget, seeds=list(study.seeds),
+                reference=study.reference,
+                entries=[dict(label=r.entry.label, model=r.entry.model, kwargs=r.kwargs) for r in entries.values()])
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """A run folder with no checkpoint to resume from (killed before its first save): moved beside, not deleted."""
+    n = 1
+    while (aside := run_dir.with_name(f"{run_dir.name}.incomplete-{n}")).exists():
+        n += 1
+    run_dir.rename(aside)
+    return aside
+
+
+def _check_folder(run: PlannedRun, run_dir: Path, cfg: TrainConfig) -> None:
+    saved = run_dir / CONFIG_FILE
+    if (run_dir / "checkpoints" / "last.ckpt").exists() and saved.exists():
+        raw = yaml.safe_load(saved.read_text())
+        try:
+            old = TrainConfig(**{**raw, "data": DataCfg(**raw["data"])})
+        except TypeError as e:
+            raise ValueError(f"{saved} is not a configuration this version reads ({e}); move {run_dir} away") from None
+        if fingerprint(old) != fingerprint(cfg):
+            raise ValueError(f"{run_dir} was started with another configuration than the study now gives run "
+                             f"{run.name}; move that folder away, or run the study into another --out")
+
+
+def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir: Optional[str] = None,
+              progress: bool = True, announce: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
+              ) -> StudyRun:
+    """Run this shard's share of `study` into `out`; returns what it ran. Refuses bad input before any run."""
+    entries = resolve_entries(study)
+    num_classes = _data_classes(study)
+    runs = plan(study)
+    configs = {r.name: run_config(study, entries[r.entry.label].kwargs, r.entry, r.seed, out / "runs" / r.name)
+               for r in runs}
+    if test_dir is not None and not Path(test_dir).is_dir():
+        raise FileNotFoundError(f"test folder {test_dir} does not exist; give an ImageFolder tree to --test-dir")
+    results = out / RESULTS_FILE
+    done = {row.get("run"): row for row in read_rows(results)}
+    for r in runs:
+        row = done.get(r.name)
+        if row is not None and row.get("config_sha") != fingerprint(configs[r.name]):
+            raise ValueError(f"{results} holds run {r.name} from another configuration of the study; run the study "
+                             "into another --out")
+    index, count = shard
+    mine = [r for r in runs if r.index % count == index]
+    todo = [r for r in mine if r.name not in done]
+    for r in todo:
+        _check_folder(r, out / "runs" / r.name, configs[r.name])
+    atomic_write_text(out / STUDY_FILE, _study_text(study, entries))
+    sizes: Dict[str, Tuple[int, int]] = {}
+    command = shlex.join(["microdense", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("microdense") else None
+    started, finished = time.perf_counter(), 0
+    for i, r in enumerate(todo):
+        eta = ""
+        if finished:
+            left = (time.perf_counter() - started) / finished * (len(todo) - i)
+            eta = f", study ETA {left / 60:.0f} min"
+        announce(f"study {study.name}: run {i + 1}/{len(todo)} of this shard ({len(mine) - len(todo)} done before; "
+                 f"{len(runs)} in the study): {r.entry.label}, seed {r.seed}{eta}")
+        run_dir = out / "runs" / r.name
+        resume = (run_dir / "checkpoints" / "last.ckpt").exists()
+        if not resume and run_dir.exists():
+            log.warning("%s has no checkpoint to resume from; set aside as %s", run_dir, _set_aside(run_dir))
+        cfg = dataclasses.replace(configs[r.name], resume=resume)
+        result = train(cfg, progress=progress)
+        if r.entry.label not in sizes:
+            sizes[r.entry.label] = _size(r.entry.model, entries[r.entry.label].kwargs, num_classes)
+        params, macs = sizes[r.entry.label]
+        row: Dict[str, Any] = dict(
+            study=study.name, entry=r.entry.label, model=r.entry.model, kwargs=entries[r.entry.label].kwargs,
+            params_like=r.entry.params_like, params=params, macs=macs, seed=r.seed, budget=study.budget,
+            recipe=study.recipe, epochs=round(result.epochs, 4), steps=result.steps,
+            train_seconds=round(result.train_seconds, 2), seconds=round(result.seconds, 2),
+            img_s=round(result.images / result.train_seconds, 2) if result.train_seconds else None,
+            val_top1=result.val_top1, val_top5=result.val_top5, val_loss=result.val_loss)
+        if test_dir is not None:
+            from microdense.train.evaluate import evaluate
+            test = evaluate(str(run_dir), "imagefolder", test_dir, batch_size=256, workers=cfg.data.workers,
+                            accelerator=cfg.accelerator)
+            row.update(test_top1=test.top1, test_top5=test.top5, test_images=test.images)
+        row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.precision, machine=machine(),
+                   command=command, finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+        append_row(results, row)
+        finished += 1
+    return StudyRun(ran=finished, skipped=len(mine) - len(todo), planned=len(runs))
+

@@ -1,0 +1,196 @@
+"""`microdense study run/report`: the runs as `microdense train` makes them, skipping, resuming, sharding, rows
+appended only, the report's arithmetic, and one-line refusals before anything runs."""
+import json
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import make_image_tree
+from microdense.study.report import write_report
+from microdense.study.results import append_row, read_rows
+from microdense.study.runner import run_study
+from microdense.study.spec import load_study, packaged_studies, smoke
+
+TINY = "microdensenet_cifar_tiny"
+SMALL_DATA = dict(name="synthetic", limit_images=4, batch_size=2, workers=0)
+STUDY = dict(claim="a test", data=SMALL_DATA, recipe="budget", budget={"steps": 2}, seeds=[0, 1], reference="tiny",
+             entries=[{"label": "tiny", "model": TINY},
+                      {"label": "residual", "model": TINY, "kwargs": {"aggregation": "residual"},
+                       "params_like": "tiny"}])
+
+
+def write_study(folder: Path, **changes) -> Path:
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump({**STUDY, **changes}))
+    return path
+
+
+def quiet_run(path_or_study, out: Path, **kwargs):
+    study = load_study(str(path_or_study)) if isinstance(path_or_study, (str, Path)) else path_or_study
+    return run_study(study, out, progress=False, announce=lambda line: None, **kwargs)
+
+
+def test_a_study_runs_every_entry_and_seed_then_skips_them(tmp_path):
+    out = tmp_path / "out"
+    done = quiet_run(write_study(tmp_path), out)
+    assert (done.ran, done.skipped, done.planned) == (4, 0, 4)
+    rows = read_rows(out / "results.jsonl")
+    assert sorted((r["entry"], r["seed"]) for r in rows) == [("residual", 0), ("residual", 1), ("tiny", 0),
+                                                             ("tiny", 1)]
+    for r in rows:
+        assert r["steps"] == 2 and r["budget"] == {"steps": 2} and r["train_seconds"] > 0 and r["img_s"] > 0
+        assert 0 <= r["val_top1"] <= r["val_top5"] <= 1 and r["val_loss"] > 0 and r["macs"] > 0
+        assert r["machine"]["cores"] >= 1 and r["config_sha"]
+        run = out / "runs" / r["run"]
+        assert (run / "model.safetensors").exists() and (run / "config.yaml").exists()  # train's own run folder
+        assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == r["seed"]
+    tiny, residual = (next(r for r in rows if r["entry"] == e) for e in ("tiny", "residual"))
+    assert residual["kwargs"]["aggregation"] == "residual" and "width_multiplier" in residual["kwargs"]
+    assert abs(residual["params"] / tiny["params"] - 1) <= 0.03
+    before = (out / "results.jsonl").read_bytes()
+    again = quiet_run(write_study(tmp_path), out)
+    assert (again.ran, again.skipped) == (0, 4)
+    assert (out / "results.jsonl").read_bytes() == before
+
+
+def test_shards_share_the_work_and_their_rows_concatenate(tmp_path):
+    path = write_study(tmp_path)
+    for i in range(3):
+        quiet_run(path, tmp_path / f"shard{i}", shard=(i, 3))
+    rows = [row for i in range(3) for row in read_rows(tmp_path / f"shard{i}" / "results.jsonl")]
+    assert sorted(r["run"] for r in rows) == ["residual-seed0", "residual-seed1", "tiny-seed0", "tiny-seed1"]
+    assert sorted(r["run"] for r in read_rows(tmp_path / "shard0" / "results.jsonl")) == ["residual-seed1",
+                                                                                          "tiny-seed0"]
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_a_bare_folder_is_set_aside(tmp_path):
+    path, out = write_study(tmp_path, seeds=[0], entries=STUDY["entries"][:1] + [{"label": "b", "model": TINY}]), \
+        tmp_path / "out"
+    quiet_run(path, out)
+    rows = (out / "results.jsonl").read_text().splitlines()
+    # as if the study was killed after tiny's last checkpoint, before its row, and before b saved anything
+    (out / "results.jsonl").write_text("")
+    bare = out / "runs" / "b-seed0"
+    for child in sorted(bare.rglob("*"), reverse=True):
+        child.unlink() if child.is_file() else child.rmdir()
+    (bare / "config.yaml").write_text("half a run\n")
+    done = quiet_run(path, out)
+    assert done.ran == 2
+    assert (out / "runs" / "tiny-seed0" / "logs-2").is_dir()  # resumed: a second log beside the first
+    assert (out / "runs" / "b-seed0.incomplete-1" / "config.yaml").read_text() == "half a run\n"
+    assert json.loads(rows[0])["run"] == "tiny-seed0"
+    assert {r["run"] for r in read_rows(out / "results.jsonl")} == {"tiny-seed0", "b-seed0"}
+
+
+def test_a_changed_study_does_not_mix_with_rows_it_did_not_make(tmp_path):
+    out = tmp_path / "out"
+    quiet_run(write_study(tmp_path, seeds=[0]), out)
+    with pytest.raises(ValueError, match="holds run tiny-seed0 from another configuration"):
+        quiet_run(write_study(tmp_path, seeds=[0], budget={"steps": 3}), out)
+
+
+def test_test_dir_adds_test_top1(tmp_path):
+    tree = make_image_tree(tmp_path / "test", classes=10, per_class=2, size=32)
+    out = tmp_path / "out"
+    quiet_run(write_study(tmp_path, seeds=[0], entries=STUDY["entries"][:1]), out, test_dir=str(tree))
+    [row] = read_rows(out / "results.jsonl")
+    assert row["test_images"] == 20 and 0 <= row["test_top1"] <= row["test_top5"] <= 1
+
+
+def test_rows_are_only_appended_and_a_torn_line_is_skipped(tmp_path, caplog):
+    path = tmp_path / "results.jsonl"
+    append_row(path, {"run": "a"})
+    first = path.read_bytes()
+    with path.open("ab") as f:
+        f.write(b'{"run": "tor')  # a write cut short by a crash
+    append_row(path, {"run": "b"})
+    assert path.read_bytes().startswith(first)
+    assert [r["run"] for r in read_rows(path)] == ["a", "b"]
+    assert "not a complete row" in caplog.text
+
+
+def _row(entry, seed, top1, test=None, params=1000, seconds=60.0):
+    row = dict(study="s", entry=entry, model="m", params=params, macs=5_000_000, seed=seed, val_top1=top1,
+               img_s=100.0, train_seconds=seconds, run=f"{entry}-seed{seed}", budget={"epochs": 1}, recipe="budget",
+               command="microdense study run s --out d", machine=dict(cpu="cpu", cores=2, torch_threads=2))
+    if test is not None:
+        row["test_top1"] = test
+    return row
+
+
+def test_report_means_spreads_and_deltas(tmp_path, capsys):
+    for row in (_row("ref", 0, 0.50, 0.40), _row("ref", 1, 0.54, 0.42), _row("new", 0, 0.60, 0.47),
+                _row("new", 1, 0.61, 0.45), _row("new", 2, 0.65, 0.49)):
+        append_row(tmp_path / "results.jsonl", row)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(dict(
+        name="s", claim="C9", reference="ref", budget={"epochs": 1}, entries=[{"label": "ref"}, {"label": "new"}])))
+    report = write_report(tmp_path)
+    text = report.markdown.read_text()
+    new_mean, ref_mean = statistics.fmean([60, 61, 65]), 52.0
+    assert f"{new_mean:.2f} ± {statistics.stdev([60, 61, 65]):.2f}" in text
+    assert f"52.00 ± {statistics.stdev([50, 54]):.2f}" in text
+    assert f"{new_mean - ref_mean:+.2f}" in text  # Δ val
+    assert f"{statistics.fmean([47, 45, 49]) - 41:+.2f}" in text  # Δ test
+    assert "C9" in text and "| ref |" in text and text.index("| ref |") < text.index("| new |")
+    assert report.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_of_an_empty_folder_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results in .*run the study into"):
+        write_report(tmp_path)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "microdense.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("changes, shard, message", [
+    (dict(epochs=3), None, r"unknown field\(s\) \['epochs'\]"),
+    (dict(entries=[{"label": "tiny", "model": "resnet21_cifar"}]), None, "unknown model 'resnet21_cifar'; did you mean"),
+    (dict(entries=[{"label": "tiny", "model": "darts_v2_cifar", "kwargs": {"layers": 8, "init_channels": 16}},
+                   {"model": "microdense_darts_v2_cifar", "kwargs": {"layers": 8}, "params_like": "tiny"}]),
+     None, "cannot come within ±3% of 246,106 parameters by init_channels"),
+    ({}, "3/2", "shard '3/2' is not I/N"),
+])
+def test_bad_input_is_one_line_before_any_run(tmp_path, changes, shard, message):
+    path = write_study(tmp_path, **changes)
+    out = tmp_path / "out"
+    proc = cli("study", "run", str(path), "--out", str(out), *(["--shard", shard] if shard else []))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not out.exists()  # nothing was started
+
+
+def test_study_list_and_report_commands(tmp_path):
+    proc = cli("study", "list")
+    assert proc.returncode == 0 and "ablation" in proc.stdout and "C4" in proc.stdout
+    append_row(tmp_path / "results.jsonl", _row("a", 0, 0.5))
+    proc = cli("study", "report", str(tmp_path))
+    assert proc.returncode == 0 and "50.00" in proc.stdout and (tmp_path / "report.md").exists()
+
+
+@pytest.mark.parametrize("name", sorted(packaged_studies()))
+def test_every_packaged_study_runs_in_its_smoke_form(tmp_path, name):
+    study = smoke(load_study(name))
+    done = quiet_run(study, tmp_path)
+    rows = read_rows(tmp_path / "results.jsonl")
+    assert done.ran == len(study.entries) == len(rows)
+    assert all(r["steps"] == 2 and r["val_top1"] is not None for r in rows)
+    write_report(tmp_path)
+
+
+def test_the_study_as_run_is_itself_a_study_that_repeats_it(tmp_path):
+    out = tmp_path / "out"
+    quiet_run(write_study(tmp_path, seeds=[0]), out)
+    as_run = load_study(str(out / "study.yaml"))
+    assert [e.label for e in as_run.entries] == ["tiny", "residual"]
+    assert "width_multiplier" in as_run.entry("residual").kwargs and as_run.entry("residual").params_like is None
+    again = quiet_run(as_run, out)
+    assert (again.ran, again.skipped) == (0, 2)  # the same runs: same configurations, nothing to do

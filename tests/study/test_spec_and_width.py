@@ -1,0 +1,143 @@
+"""Study files, the run plan and its shards, and the params_like width solver."""
+import pytest
+import torch
+
+from microdense.models import create_model
+from microdense.models.micro_dense_net import model_cfgs, scale_widths
+from microdense.models.size import count_params
+from microdense.study.spec import load_study, packaged_studies, parse_shard, parse_study, plan, smoke
+from microdense.study.width import match_params, param_count
+
+TINY = "microdensenet_cifar_tiny"
+BASE_STUDY = dict(budget={"epochs": 1}, seeds=[0, 1], entries=[{"model": TINY, "label": "a"},
+                                                               {"model": "resnet20_cifar", "label": "b"}])
+
+
+def study(**changes):
+    return parse_study({**BASE_STUDY, **changes}, "s", "study file s.yaml")
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(epoch={"x": 1}), r"unknown field\(s\) \['epoch'\]"),
+    (dict(budget={"epochs": 1, "steps": 3}), "budget must set exactly one of epochs, steps, time_budget"),
+    (dict(budget={"minutes": 3}), "budget must set exactly one"),
+    (dict(seeds=[0, 0]), "seeds must be a list of distinct"),
+    (dict(seeds=[]), "seeds must be a list of distinct"),
+    (dict(entries=[]), "entries must be a non-empty list"),
+    (dict(entries=[{"model": TINY, "width": 2}]), r"entry 1 has unknown field\(s\) \['width'\]"),
+    (dict(entries=[{"model": TINY, "label": "x"}, {"model": TINY, "label": "X"}]), "are not distinct"),
+    (dict(entries=[{"model": TINY, "params_like": "nobody"}]), "params_like 'nobody', which is no entry's label"),
+    (dict(reference="c"), "reference 'c' is no entry's label"),
+    (dict(overrides={"epochs": 5}), r"overrides may not set \['epochs'\]"),
+    (dict(overrides={"learning_rate": 0.1}), "unknown field 'learning_rate'"),
+])
+def test_a_bad_study_file_is_refused_with_what_to_fix(changes, message):
+    with pytest.raises(ValueError, match=message):
+        study(**changes)
+
+
+def test_plan_is_seed_by_seed_and_shards_partition_it():
+    s = study()
+    runs = plan(s)
+    assert [(r.entry.label, r.seed) for r in runs] == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert [r.name for r in runs] == ["a-seed0", "b-seed0", "a-seed1", "b-seed1"]
+    for n in (1, 2, 3, 5):
+        shards = [{r.name for r in runs if r.index % n == i} for i in range(n)]
+        assert set().union(*shards) == {r.name for r in runs}
+        assert sum(map(len, shards)) == len(runs)  # disjoint
+
+
+@pytest.mark.parametrize("text", ["3/2", "2/2", "1/0", "-1/2", "a/b", "1"])
+def test_a_shard_outside_its_count_is_refused(text):
+    with pytest.raises(ValueError, match="is not I/N with 0 <= I < N"):
+        parse_shard(text)
+
+
+def test_shard_parses():
+    assert parse_shard(None) == (0, 1) and parse_shard("2/3") == (2, 3) and parse_shard(" 0 / 1 ") == (0, 1)
+
+
+def test_smoke_keeps_every_entry_one_seed_few_synthetic_steps():
+    s = smoke(study())
+    assert [e.label for e in s.entries] == ["a", "b"] and s.seeds == (0,)
+    assert s.data["name"] == "synthetic" and s.budget == {"steps": 2}
+
+
+def test_every_packaged_study_names_a_claim_and_loads():
+    names = set(packaged_studies())
+    assert {"ablation", "group-width", "baselines", "baselines-cpu", "nas", "paper-cifar10", "paper-cifar100",
+            "imagenet"} <= names
+    for name in names:
+        s = load_study(name)
+        assert s.claim and len(s.seeds) >= 2 and s.reference in [e.label for e in s.entries]
+
+
+def test_unknown_study_name_lists_the_packaged_ones():
+    with pytest.raises(ValueError, match="no study file 'ablaton'.*packaged studies are ablation"):
+        load_study("ablaton")
+
+
+# --- the width knob and the solver --------------------------------------------------------------------------------
+
+
+def test_width_multiplier_none_is_the_model_itself():
+    torch.manual_seed(0)
+    plain = create_model(TINY)
+    torch.manual_seed(0)
+    same = create_model(TINY, width_multiplier=None)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), same.state_dict().values()))
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(group_width=32), dict(cardinality="none"), dict(pyramid="constant")])
+def test_scaled_widths_obey_the_block_rules_and_grow_the_net(kwargs):
+    counts = []
+    for m in (0.3, 0.55, 0.8, 1.0, 1.3, 2.0):
+        model = create_model(TINY, width_multiplier=m, **kwargs)  # would raise on a broken divisibility rule
+        counts.append(count_params(model))
+    assert counts == sorted(counts) and counts[0] < counts[-1] / 4
+
+
+def test_scale_widths_rounds_base_widths_to_whole_groups():
+    cfg = scale_widths(model_cfgs[TINY], 1.3)
+    assert [s.block.base_width % s.block.group_width for s in cfg.stages] == [0, 0, 0]
+    assert cfg.stem_width == round(16 * 1.3)
+    with pytest.raises(ValueError, match="width_multiplier: must be > 0"):
+        scale_widths(model_cfgs[TINY], 0)
+
+
+@pytest.mark.parametrize("kwargs", [dict(aggregation="residual"), dict(aggregation="dense"), dict(pyramid="constant"),
+                                    dict(cardinality="fixed"), dict(cardinality="none"), dict(group_width=32)])
+def test_params_like_brings_each_ablation_within_3_percent(kwargs):
+    target = param_count(TINY, {})
+    match = match_params(TINY, kwargs, target)
+    assert match.knob == "width_multiplier" and match.kwargs == {**kwargs, "width_multiplier": match.value}
+    built = count_params(create_model(TINY, **match.kwargs))  # counted on a real model, not the solver's
+    assert built == match.params and abs(built / target - 1) <= 0.03
+
+
+def test_params_like_scales_an_int_knob():
+    target = param_count("darts_v2_cifar", dict(layers=8, init_channels=24))
+    match = match_params("microdense_darts_v2_cifar", dict(layers=8), target)
+    assert match.knob == "init_channels" and isinstance(match.value, int)
+    assert abs(count_params(create_model("microdense_darts_v2_cifar", **match.kwargs)) / target - 1) <= 0.03
+
+
+def test_params_like_refuses_what_it_cannot_reach():
+    with pytest.raises(ValueError, match=r"cannot come within ±3% of 50 parameters by growth_rate"):
+        match_params("densenet_bc100_k12_cifar", {}, 50)
+    # a whole C changes the DARTS host by ~20% here: the gap holds no value within 3%
+    target = param_count("darts_v2_cifar", dict(layers=8, init_channels=16))
+    with pytest.raises(ValueError, match="cannot come within ±3%.*init_channels=9.*init_channels=10"):
+        match_params("microdense_darts_v2_cifar", dict(layers=8), target)
+
+
+def test_params_like_refuses_a_model_without_knob_or_a_knob_set_twice():
+    with pytest.raises(ValueError, match=r"resnet20_cifar \(CifarResNet\) has no width knob"):
+        match_params("resnet20_cifar", {}, 100_000)
+    with pytest.raises(ValueError, match="sets width_multiplier itself"):
+        match_params(TINY, dict(width_multiplier=2.0), 100_000)
+
+
+def test_entries_default_their_label_to_the_model():
+    s = parse_study({**BASE_STUDY, "entries": [{"model": TINY}]}, "s", "f")
+    assert s.entries[0].label == TINY and s.reference == TINY
