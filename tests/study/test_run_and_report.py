@@ -137,6 +137,7 @@ def test_report_means_spreads_and_deltas(tmp_path, capsys):
     assert f"{new_mean - ref_mean:+.2f}" in text  # Δ val
     assert f"{statistics.fmean([47, 45, 49]) - 41:+.2f}" in text  # Δ test
     assert "C9" in text and "| ref |" in text and text.index("| ref |") < text.index("| new |")
+    assert "`ref` is ahead of: none; behind: new (1.0× its params)" in text
     assert report.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

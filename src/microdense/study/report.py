@@ -93,11 +93,26 @@ def _cells(s: EntrySummary, ref: Optional[EntrySummary], has_test: bool) -> List
     return cells + [f"{s.img_s:.0f}", f"{s.train_minutes:.1f}"]
 
 
+def _standing(ref: EntrySummary, summaries: List[EntrySummary]) -> str:
+    """Which entries the reference's mean val top-1 beats and trails, with their sizes against its own (C3's
+    question: how much smaller is it than the nets it beats?)."""
+    def listed(group: List[EntrySummary]) -> str:
+        return ", ".join(f"{s.label} ({s.params / ref.params:.1f}× its params)" for s in group) or "none"
+
+    mean = statistics.fmean(ref.val)
+    others = [s for s in summaries if s is not ref and s.val]
+    beaten = sorted((s for s in others if statistics.fmean(s.val) < mean), key=lambda s: -s.params)
+    ahead = sorted((s for s in others if statistics.fmean(s.val) >= mean), key=lambda s: s.params)
+    return (f"By mean val top-1, `{ref.label}` is ahead of: {listed(beaten)}; behind: {listed(ahead)}. "
+            "A difference smaller than the seeds' spread is not a ranking.")
+
+
 def plot_report(path: Path, summaries: List[EntrySummary], title: str) -> None:
     """Top-1 against parameters, and against training minutes, with error bars (sample std over seeds)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, xlabel, x_of in ((axes[0], "parameters (M)", lambda s: s.params / 1e6),
@@ -109,13 +124,16 @@ def plot_report(path: Path, summaries: List[EntrySummary], title: str) -> None:
                     continue
                 ax.errorbar(x_of(s), mean, yerr=std or 0, fmt=marker, capsize=3,
                             color=f"C{summaries.index(s) % 10}", label=f"{s.label} ({split})")
-            mean, _ = _mean_std(s.val or s.test)
-            if mean is not None:
-                ax.annotate(s.label, (x_of(s), mean), textcoords="offset points", xytext=(5, 4), fontsize=7)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("top-1 accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0].set_xscale("log")
+    sizes = [s.params for s in summaries]
+    if max(sizes) > 3 * min(sizes):  # a log axis for a range of sizes; equal-size studies keep a plain one
+        axes[0].set_xscale("log")
+        axes[0].xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    else:
+        axes[0].ticklabel_format(axis="x", style="plain", useOffset=False)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
@@ -178,6 +196,8 @@ def write_report(folder: Path) -> Report:
         cells = _cells(s, ref, has_test)
         lines.append("| " + " | ".join(cells) + " |")
         table.add_row(*cells)
+    if ref is not None and ref.val:
+        lines += ["", _standing(ref, summaries)]
     lines += ["", "![top-1 against parameters and training time](report.png)", ""]
     markdown, plot = folder / "report.md", folder / "report.png"
     atomic_write_text(markdown, "\n".join(lines))

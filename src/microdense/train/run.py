@@ -55,11 +55,14 @@ class _DropMessages(logging.Filter):
 
 
 def _silence_third_party_noise() -> None:
-    """Lightning's advertisement and a deprecation it triggers inside torch: dropped by their exact text only."""
+    """Lightning's advertisement, a deprecation it triggers inside torch and its logging-interval advice for short
+    runs: dropped by their exact text only."""
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropMessages) for f in logger.filters):
         logger.addFilter(_DropMessages("💡 Tip: For seamless cloud logging"))
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # NOTE: short runs log fewer steps than the interval; metrics.csv is written per epoch regardless.
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 
 
 @dataclass
