@@ -174,7 +174,9 @@ def list_models(pattern: str = "") -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what was typed: a study records it beside each result
     if args.command == "models":
         for name in list_models(args.pattern):
             print(name)

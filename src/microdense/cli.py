@@ -7,6 +7,7 @@ alone they become one line on stderr and exit status 2 (a bad value) or 1 (a pat
 """
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -308,7 +309,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.smoke:
         study = smoke(study)
     try:
-        done = run_study(study, Path(args.out), shard, args.test_dir, progress=not args.quiet)
+        done = run_study(study, Path(args.out), shard, args.test_dir, progress=not args.quiet,
+                         command=shlex.join(["microdense", *args.argv]))
     except (KeyboardInterrupt, TrainingInterrupted):
         print("microdense: study interrupted; the same command resumes it", file=sys.stderr)
         return 130

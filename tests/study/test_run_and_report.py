@@ -195,3 +195,12 @@ def test_the_study_as_run_is_itself_a_study_that_repeats_it(tmp_path):
     assert "width_multiplier" in as_run.entry("residual").kwargs and as_run.entry("residual").params_like is None
     again = quiet_run(as_run, out)
     assert (again.ran, again.skipped) == (0, 2)  # the same runs: same configurations, nothing to do
+
+
+def test_the_command_line_runs_a_study_and_records_itself(tmp_path):
+    path, out = write_study(tmp_path, seeds=[0], entries=STUDY["entries"][:1]), tmp_path / "out"
+    proc = cli("study", "run", str(path), "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "run 1/1 of this shard" in proc.stderr and "1 run(s) done now" in proc.stdout
+    [row] = read_rows(out / "results.jsonl")
+    assert row["command"] == f"microdense study run {path} --out {out} --quiet"

@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -154,9 +153,12 @@ def _check_folder(run: PlannedRun, run_dir: Path, cfg: TrainConfig) -> None:
 
 
 def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir: Optional[str] = None,
-              progress: bool = True, announce: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
-              ) -> StudyRun:
-    """Run this shard's share of `study` into `out`; returns what it ran. Refuses bad input before any run."""
+              progress: bool = True, command: Optional[str] = None,
+              announce: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> StudyRun:
+    """Run this shard's share of `study` into `out`; returns what it ran. Refuses bad input before any run.
+
+    `command`: the command line that asked for it, recorded in every row. `announce` gets one progress line per run.
+    """
     entries = resolve_entries(study)
     num_classes = _data_classes(study)
     runs = plan(study)
@@ -178,13 +180,12 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
         _check_folder(r, out / "runs" / r.name, configs[r.name])
     atomic_write_text(out / STUDY_FILE, _study_text(study, entries))
     sizes: Dict[str, Tuple[int, int]] = {}
-    command = shlex.join(["microdense", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("microdense") else None
     started, finished = time.perf_counter(), 0
     for i, r in enumerate(todo):
         eta = ""
         if finished:
             left = (time.perf_counter() - started) / finished * (len(todo) - i)
-            eta = f", study ETA {left / 60:.0f} min"
+            eta = f", {'shard' if count > 1 else 'study'} ETA {left / 60:.0f} min"
         announce(f"study {study.name}: run {i + 1}/{len(todo)} of this shard ({len(mine) - len(todo)} done before; "
                  f"{len(runs)} in the study): {r.entry.label}, seed {r.seed}{eta}")
         run_dir = out / "runs" / r.name
