@@ -36,6 +36,12 @@ def test_a_bad_study_file_is_refused_with_what_to_fix(changes, message):
         study(**changes)
 
 
+def test_the_fields_a_study_owns_are_training_fields():
+    from microdense.study.spec import RUN_FIELDS
+    from microdense.train.config import FIELDS
+    assert set(RUN_FIELDS) <= set(FIELDS)
+
+
 def test_plan_is_seed_by_seed_and_shards_partition_it():
     s = study()
     runs = plan(s)
