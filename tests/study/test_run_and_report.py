@@ -135,6 +135,7 @@ def test_report_means_spreads_and_deltas(tmp_path, capsys):
     assert f"{new_mean:.2f} ± {statistics.stdev([60, 61, 65]):.2f}" in text
     assert f"52.00 ± {statistics.stdev([50, 54]):.2f}" in text
     assert f"{new_mean - ref_mean:+.2f}" in text  # Δ val
+    assert "| 60.00 / 61.00 / 65.00 |" in text and "| +10.00 / +7.00 |" in text  # by seed; Δ at seeds both ran
     assert f"{statistics.fmean([47, 45, 49]) - 41:+.2f}" in text  # Δ test
     assert "C9" in text and "| ref |" in text and text.index("| ref |") < text.index("| new |")
     assert "`ref` is ahead of: none; behind: new (1.0× its params)" in text

@@ -63,7 +63,7 @@ def summarise(rows: List[Dict[str, Any]], order: Sequence[str]) -> List[EntrySum
         out.append(EntrySummary(
             label=label, model=group[0]["model"], params=group[0]["params"], macs=group[0]["macs"], runs=len(group),
             seeds=[r["seed"] for r in group],
-            val=[100 * r["val_top1"] for r in group if r.get("val_top1") is not None],
+            val=[100 * r["val_top1"] for r in group],  # a finished run always validated its final weights
             test=[100 * r["test_top1"] for r in group if r.get("test_top1") is not None],
             img_s=statistics.fmean(r["img_s"] for r in group if r.get("img_s")) if any(
                 r.get("img_s") for r in group) else 0.0,
@@ -78,8 +78,18 @@ def _delta(entry: EntrySummary, ref: Optional[EntrySummary], attr: str) -> str:
     return f"{statistics.fmean(mine) - statistics.fmean(theirs):+.2f}"
 
 
+def _paired(entry: EntrySummary, ref: Optional[EntrySummary]) -> str:
+    """Val top-1 minus the reference's at each seed both ran: the same held-out images and data order, so these
+    differences are free of the split's own variation."""
+    if ref is None or entry is ref:
+        return "-"
+    theirs = dict(zip(ref.seeds, ref.val))
+    pairs = [v - theirs[seed] for seed, v in zip(entry.seeds, entry.val) if seed in theirs]
+    return " / ".join(f"{d:+.2f}" for d in pairs) or "-"
+
+
 def _columns(has_test: bool) -> List[str]:
-    cols = ["entry", "model", "params", "MACs", "runs", "val top-1 %", "Δ val"]
+    cols = ["entry", "model", "params", "MACs", "runs", "val top-1 %", "by seed", "Δ val", "Δ by seed"]
     if has_test:
         cols += ["test top-1 %", "Δ test"]
     return cols + ["img/s", "train min"]
@@ -87,7 +97,7 @@ def _columns(has_test: bool) -> List[str]:
 
 def _cells(s: EntrySummary, ref: Optional[EntrySummary], has_test: bool) -> List[str]:
     cells = [s.label, s.model, f"{s.params / 1e6:.3f}M", f"{s.macs / 1e6:.1f}M", str(s.runs), _pm(s.val),
-             _delta(s, ref, "val")]
+             " / ".join(f"{v:.2f}" for v in s.val) or "-", _delta(s, ref, "val"), _paired(s, ref)]
     if has_test:
         cells += [_pm(s.test), _delta(s, ref, "test")]
     return cells + [f"{s.img_s:.0f}", f"{s.train_minutes:.1f}"]
@@ -147,11 +157,20 @@ def _machines(rows: List[Dict[str, Any]]) -> List[str]:
     seen = []
     for r in rows:
         m = r.get("machine") or {}
-        text = f"{m.get('gpu') or m.get('cpu')}, {m.get('cores')} cores, {m.get('torch_threads')} torch threads, " \
-               f"torch {m.get('torch')}"
+        threads = m.get("torch_threads")
+        text = f"{m.get('gpu') or m.get('cpu')}, {m.get('cores')} cores, {threads} torch " \
+               f"thread{'' if threads == 1 else 's'} per run, torch {m.get('torch')}"
         if text not in seen:
             seen.append(text)
     return seen
+
+
+def _data_text(data: Dict[str, Any]) -> str:
+    split = data.get("val_split")
+    held = f", {split:.0%} of its training images held out for validation (drawn by each run's seed)" if split \
+        else ", its own validation split"
+    where = f" at `{data['root']}`" if data.get("root") else ""
+    return f"{data.get('name', 'synthetic')}{where}{held}"
 
 
 def write_report(folder: Path) -> Report:
@@ -181,10 +200,13 @@ def write_report(folder: Path) -> Report:
         lines += [study["description"], ""]
     lines += [f"- Budget per run: {budget_text} (recipe `{study.get('recipe', rows[0].get('recipe'))}`); "
               f"seeds {sorted({r['seed'] for r in rows})}; {len(rows)} runs.",
-              f"- Data: {study.get('data', {})}.",
+              f"- Data: {_data_text(study.get('data') or {})}.",
               f"- Reference: `{reference}`; Δ is the difference of means from it, in points.",
-              "- Top-1 is mean ± sample standard deviation over seeds (one run: no spread). img/s: training "
-              "images per second of training time; train min: training time per run (validation excluded).",
+              "- Top-1 is mean ± sample standard deviation over seeds (one run: no spread); `by seed` lists each "
+              "run's in seed order, and `Δ by seed` its difference from the reference's run of the same seed (the "
+              "same held-out images and data order). img/s: training images per second of training time; train min: training time "
+              "per run (validation excluded). Both as measured during the runs: on a machine shared with other "
+              "work they are indicative only (`microdense bench` measures speed).",
               "- Machine(s): " + "; ".join(_machines(rows)) + ".",
               "- Command(s): " + "; ".join(f"`{c}`" for c in sorted({r['command'] for r in rows if r.get('command')}))
               + ".", "",
