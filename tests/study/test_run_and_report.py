@@ -205,3 +205,21 @@ def test_the_command_line_runs_a_study_and_records_itself(tmp_path):
     assert "run 1/1 of this shard" in proc.stderr and "1 run(s) done now" in proc.stdout
     [row] = read_rows(out / "results.jsonl")
     assert row["command"] == f"microdense study run {path} --out {out} --quiet"
+
+
+def test_a_run_another_process_holds_is_left_to_it(tmp_path):
+    import fcntl
+    import os
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    fd = os.open(out / "runs" / ".tiny-seed0.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a twin of this shard would, while it trains tiny-seed0
+    lines = []
+    try:
+        done = run_study(load_study(str(write_study(tmp_path, seeds=[0]))), out, progress=False,
+                         announce=lines.append)
+    finally:
+        os.close(fd)
+    assert done.ran == 1 and [r["run"] for r in read_rows(out / "results.jsonl")] == ["residual-seed0"]
+    assert any("tiny-seed0 is running in another process" in line for line in lines)
+    assert not (out / "runs" / "tiny-seed0").exists()

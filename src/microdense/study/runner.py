@@ -8,6 +8,7 @@ Every check happens before the first run starts: the study's fields, its models,
 run's training configuration, and that rows and run folders already in DIR came from the same configuration.
 """
 import dataclasses
+import fcntl
 import hashlib
 import logging
 import os
@@ -139,6 +140,19 @@ def _set_aside(run_dir: Path) -> Path:
     return aside
 
 
+def _claim(run_dir: Path) -> Optional[int]:
+    """An exclusive lock on `run_dir`'s lock file, held until the run's row is written; None if another process
+    holds it (the same shard started twice, or a requeued job whose first attempt still runs)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir.parent / f".{run_dir.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def _check_folder(run: PlannedRun, run_dir: Path, cfg: TrainConfig) -> None:
     saved = run_dir / CONFIG_FILE
     if (run_dir / "checkpoints" / "last.ckpt").exists() and saved.exists():
@@ -189,6 +203,10 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
         announce(f"study {study.name}: run {i + 1}/{len(todo)} of this shard ({len(mine) - len(todo)} done before; "
                  f"{len(runs)} in the study): {r.entry.label}, seed {r.seed}{eta}")
         run_dir = out / "runs" / r.name
+        lock = _claim(run_dir)
+        if lock is None:
+            announce(f"study {study.name}: {r.name} is running in another process; left to it")
+            continue
         resume = (run_dir / "checkpoints" / "last.ckpt").exists()
         if not resume and run_dir.exists():
             log.warning("%s has no checkpoint to resume from; set aside as %s", run_dir, _set_aside(run_dir))
@@ -212,6 +230,7 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
         row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.precision, machine=machine(),
                    command=command, finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
         append_row(results, row)
+        os.close(lock)
         finished += 1
     return StudyRun(ran=finished, skipped=len(mine) - len(todo), planned=len(runs))
 
