@@ -147,3 +147,19 @@ def test_params_like_refuses_a_model_without_knob_or_a_knob_set_twice():
 def test_entries_default_their_label_to_the_model():
     s = parse_study({**BASE_STUDY, "entries": [{"model": TINY}]}, "s", "f")
     assert s.entries[0].label == TINY and s.reference == TINY
+
+
+def test_sizes_are_matched_at_the_data_s_class_count(tmp_path):
+    from conftest import make_image_tree
+    from microdense.study.runner import resolve_entries
+    from microdense.study.spec import with_data
+
+    tree = make_image_tree(tmp_path / "images", classes=4, per_class=1)
+    s = with_data(study(entries=[{"label": "a", "model": TINY},
+                                 {"label": "b", "model": TINY, "kwargs": {"pyramid": "constant"}, "params_like": "a"}]),
+                  "imagefolder", str(tree))
+    resolved = resolve_entries(s)
+    assert resolved["a"].params == param_count(TINY, {"num_classes": 4})
+    assert abs(resolved["b"].params / resolved["a"].params - 1) <= 0.03
+    with pytest.raises(FileNotFoundError, match="data folder .*missing does not exist"):
+        resolve_entries(with_data(s, None, str(tmp_path / "missing")))
