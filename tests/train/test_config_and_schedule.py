@@ -141,3 +141,26 @@ def test_budget_recipe_needs_only_a_budget():
     assert cfg.epochs is None and cfg.time_budget == 10 and cfg.warmup_fraction > 0
     with pytest.raises(ValueError, match="nothing says when to stop"):
         resolve_config({"recipe": "budget", "data.name": "cifar10"})
+
+
+@pytest.mark.parametrize("lookahead, expected_move", [(False, -0.6), (True, -0.4)])
+def test_lookahead_pulls_the_weights_back_every_k_steps(lookahead, expected_move):
+    """Four SGD steps of gradient 1 at lr 0.1, 0.1, 0.1, 0.3 (the schedule sets each step's lr through
+    param_groups). timm's Lookahead (k=2, alpha=0.5) takes its first slow copy at step 2 (-0.2); at step 4 the
+    weights go back halfway from where SGD went (-0.6) to that copy: -0.4."""
+    import torch
+    import torch.nn as nn
+
+    from microdense.train.system import ClassificationSystem
+    model = nn.Linear(3, 2)
+    cfg = TrainConfig(lookahead=lookahead, lookahead_k=2, lookahead_alpha=0.5, momentum=0.0, nesterov=False,
+                      weight_decay=0.0)
+    opt = ClassificationSystem(model, cfg, num_classes=2).configure_optimizers()
+    start = model.weight.detach().clone()
+    for lr in (0.1, 0.1, 0.1, 0.3):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert torch.allclose(model.weight - start, torch.full_like(start, expected_move), atol=1e-6)

@@ -127,7 +127,9 @@ def _study_text(study: Study, entries: Dict[str, ResolvedEntry]) -> str:
     data = dict(name=study.name, claim=study.claim, description=study.description, data=study.data,
                 recipe=study.recipe, overrides=study.overrides, budget=study.budget, seeds=list(study.seeds),
                 reference=study.reference,
-                entries=[dict(label=r.entry.label, model=r.entry.model, kwargs=r.kwargs) for r in entries.values()])
+                entries=[dict(label=r.entry.label, model=r.entry.model, kwargs=r.kwargs,
+                              **({"overrides": r.entry.overrides} if r.entry.overrides else {}))
+                         for r in entries.values()])
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
@@ -217,7 +219,8 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
         params, macs = sizes[r.entry.label]
         row: Dict[str, Any] = dict(
             study=study.name, entry=r.entry.label, model=r.entry.model, kwargs=entries[r.entry.label].kwargs,
-            params_like=r.entry.params_like, params=params, macs=macs, seed=r.seed, budget=study.budget,
+            overrides=r.entry.overrides, params_like=r.entry.params_like, params=params, macs=macs, seed=r.seed,
+            budget=study.budget,
             recipe=study.recipe, epochs=round(result.epochs, 4), steps=result.steps,
             train_seconds=round(result.train_seconds, 2), seconds=round(result.seconds, 2),
             img_s=round(result.images / result.train_seconds, 2) if result.train_seconds else None,

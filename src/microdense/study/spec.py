@@ -11,6 +11,7 @@
     entries:
       - {label: tiny, model: microdensenet_cifar_tiny}
       - {label: residual, model: microdensenet_cifar_tiny, kwargs: {aggregation: residual}, params_like: tiny}
+      - {label: tiny-ema, model: microdensenet_cifar_tiny, overrides: {ema_decay: 0.999}}   # a training change
 
 Loading a study checks all of it (fields, models, labels, the budget, every run's training configuration) before
 anything runs; `plan` then lists its runs in a fixed order (seed by seed, entries in file order), which is what
@@ -28,7 +29,7 @@ import yaml
 from microdense.train.config import TrainConfig, nest, resolve_config, validate_config
 
 STUDY_FIELDS = ("name", "description", "claim", "data", "recipe", "overrides", "budget", "seeds", "reference", "entries")
-ENTRY_FIELDS = ("label", "model", "kwargs", "params_like")
+ENTRY_FIELDS = ("label", "model", "kwargs", "overrides", "params_like")
 BUDGETS = ("epochs", "steps", "time_budget")
 SMOKE = dict(data=dict(name="synthetic", val_split=None, root=None, limit_images=4, batch_size=2, workers=0),
              budget=dict(steps=2))
@@ -42,6 +43,7 @@ class Entry:
     model: str
     kwargs: Dict[str, Any] = field(default_factory=dict)
     params_like: Optional[str] = None  # the label whose parameter count this entry's width is matched to
+    overrides: Dict[str, Any] = field(default_factory=dict)  # training fields of this entry's runs alone
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,18 @@ def _unknown(where: str, given: Dict[str, Any], allowed: Tuple[str, ...]) -> Non
         raise ValueError(f"{where} has unknown field(s) {unknown}; fields are {', '.join(allowed)}")
 
 
+def _overrides(raw: Any, where: str) -> Dict[str, Any]:
+    """Training fields a study (or one entry) sets: a mapping of known fields, none of those the study owns."""
+    if not isinstance(raw or {}, dict):
+        raise ValueError(f"{where} must be a mapping of training fields, got {raw!r}")
+    overrides = dict(raw or {})
+    owned = sorted(set(overrides) & set(RUN_FIELDS + ("data",)))
+    if owned:
+        raise ValueError(f"{where} may not set {owned}: the study sets them (entries, seeds, budget, recipe, data)")
+    nest(overrides, where)  # unknown training fields, one line
+    return overrides
+
+
 def _entries(raw: Any, where: str) -> Tuple[Entry, ...]:
     if not isinstance(raw, list) or not raw:
         raise ValueError(f"{where}: entries must be a non-empty list of {{model, kwargs, label, params_like}}")
@@ -104,8 +118,9 @@ def _entries(raw: Any, where: str) -> Tuple[Entry, ...]:
         kwargs = item.get("kwargs") or {}
         if not isinstance(kwargs, dict):
             raise ValueError(f"{where}: entry {i + 1}'s kwargs must be a mapping, got {kwargs!r}")
+        overrides = _overrides(item.get("overrides"), f"{where}: entry {i + 1}'s overrides")
         entries.append(Entry(str(item.get("label") or item["model"]), str(item["model"]), dict(kwargs),
-                             item.get("params_like")))
+                             item.get("params_like"), overrides))
     labels = [e.label for e in entries]
     slugs = [slug(label) for label in labels]
     if len(set(slugs)) != len(slugs):
@@ -133,15 +148,9 @@ def parse_study(raw: Any, name: str, where: str) -> Study:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds) \
             or len(set(seeds)) != len(seeds):
         raise ValueError(f"{where}: seeds must be a list of distinct whole numbers >= 0, got {seeds!r}")
-    for section in ("data", "overrides"):
-        if not isinstance(raw.get(section) or {}, dict):
-            raise ValueError(f"{where}: {section} must be a mapping, got {raw[section]!r}")
-    overrides = dict(raw.get("overrides") or {})
-    owned = sorted(set(overrides) & set(RUN_FIELDS + ("data",)))
-    if owned:
-        raise ValueError(f"{where}: overrides may not set {owned}: the study sets them (entries, seeds, budget, "
-                         "recipe, data)")
-    nest(overrides, f"{where}: overrides")  # unknown training fields, one line
+    if not isinstance(raw.get("data") or {}, dict):
+        raise ValueError(f"{where}: data must be a mapping, got {raw['data']!r}")
+    overrides = _overrides(raw.get("overrides"), f"{where}: overrides")
     entries = _entries(raw.get("entries"), where)
     reference = raw.get("reference", entries[0].label)
     if reference not in [e.label for e in entries]:
@@ -205,7 +214,7 @@ def run_values(study: Study, entry_kwargs: Dict[str, Any], entry: Entry, seed: i
                resume: bool) -> Dict[str, Any]:
     """One run's training values, in the command line's form for `resolve_config`."""
     (kind, value), = study.budget.items()
-    values: Dict[str, Any] = {**study.overrides, "data": dict(study.data), "recipe": study.recipe,
+    values: Dict[str, Any] = {**study.overrides, **entry.overrides, "data": dict(study.data), "recipe": study.recipe,
                               "model": entry.model, "model_kwargs": entry_kwargs, "seed": seed, "out": str(out),
                               "resume": resume}
     values[{"epochs": "epochs", "steps": "max_steps", "time_budget": "time_budget"}[kind]] = value
@@ -214,7 +223,8 @@ def run_values(study: Study, entry_kwargs: Dict[str, Any], entry: Entry, seed: i
 
 def run_config(study: Study, entry_kwargs: Dict[str, Any], entry: Entry, seed: int, out: Path,
                resume: bool = False) -> TrainConfig:
-    """The TrainConfig `microdense train` would build for this run: recipe < overrides < the study's run fields.
+    """The TrainConfig `microdense train` would build for this run: recipe < the study's overrides < the entry's
+    overrides < the study's run fields.
     A budget of steps or minutes is the run's only limit (a recipe's own epochs no longer apply)."""
     cfg = resolve_config(run_values(study, entry_kwargs, entry, seed, out, resume))
     if "epochs" not in study.budget:

@@ -49,6 +49,9 @@ class TrainConfig:
     warmup_epochs: float = setting(0.0, ge=0)
     warmup_fraction: float = setting(0.0, ge=0, le=0.5)  # warm-up as a fraction of the run (instead of epochs)
     label_smoothing: float = setting(0.0, ge=0, lt=1)
+    lookahead: bool = False  # wrap SGD in timm's Lookahead: every k steps the slow weights move alpha of the way
+    lookahead_k: int = setting(6, ge=1)
+    lookahead_alpha: float = setting(0.5, gt=0, le=1)
     grad_clip: Optional[float] = setting(None, gt=0)
     aux_weight: float = setting(0.0, ge=0)  # weight of auxiliary-head losses, for models with `forward_train`
     # regularisation (augmentation is the data section's)

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
-from timm.optim import param_groups_weight_decay
+from timm.optim import Lookahead, param_groups_weight_decay
 from timm.utils import ModelEmaV3
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -189,7 +189,9 @@ class ClassificationSystem(pl.LightningModule):
         # NOTE: no weight decay on BN parameters and biases (timm's 1-D rule). The learning rate of each step is set
         # in on_train_batch_start from the run's progress, so no scheduler object is needed.
         groups = param_groups_weight_decay(self.model, weight_decay=self.cfg.weight_decay)
-        return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=self.cfg.nesterov)
+        sgd = torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=self.cfg.nesterov)
+        # NOTE: timm's Lookahead shares SGD's param_groups, so the per-step lr above reaches the fast weights.
+        return Lookahead(sgd, alpha=self.cfg.lookahead_alpha, k=self.cfg.lookahead_k) if self.cfg.lookahead else sgd
 
     def total_steps(self) -> Optional[int]:
         """Optimizer steps the epoch and step limits allow (None: only the time budget ends the run)."""
