@@ -284,7 +284,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
     import logging
-    from pathlib import Path
 
     from microdense.study.spec import load_study, packaged_studies, parse_shard, smoke, with_data
 

@@ -162,15 +162,18 @@ def test_entries_default_their_label_to_the_model():
 
 def test_sizes_are_matched_at_the_data_s_class_count(tmp_path):
     from conftest import make_image_tree
-    from microdense.study.runner import resolve_entries
+    from microdense.study.runner import _data_classes, resolve_entries
+
+    def resolve(st):
+        return resolve_entries(st, _data_classes(st))
     from microdense.study.spec import with_data
 
     tree = make_image_tree(tmp_path / "images", classes=4, per_class=1)
     s = with_data(study(entries=[{"label": "a", "model": TINY},
                                  {"label": "b", "model": TINY, "kwargs": {"pyramid": "constant"}, "params_like": "a"}]),
                   "imagefolder", str(tree))
-    resolved = resolve_entries(s)
+    resolved = resolve(s)
     assert resolved["a"].params == param_count(TINY, {"num_classes": 4})
     assert abs(resolved["b"].params / resolved["a"].params - 1) <= 0.03
     with pytest.raises(FileNotFoundError, match="data folder .*missing does not exist"):
-        resolve_entries(with_data(s, None, str(tmp_path / "missing")))
+        resolve(with_data(s, None, str(tmp_path / "missing")))

@@ -40,7 +40,8 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info(device: torch.device) -> Dict[str, Any]:
+def machine_info(device: torch.device, probe: bool = True) -> Dict[str, Any]:
+    """What ran: CPU, cores, threads, torch, the GPU on a CUDA device; `probe` adds the matmul rate (seconds)."""
     info: Dict[str, Any] = {
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
@@ -52,5 +53,6 @@ def machine_info(device: torch.device) -> Dict[str, Any]:
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
-    info["matmul_fp32_flops"] = matmul_flops(device)
+    if probe:
+        info["matmul_fp32_flops"] = matmul_flops(device)
     return info

@@ -21,15 +21,13 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 import yaml
 
-from microdense.bench.machine import cpu_name
-from microdense.data.config import DataCfg
+from microdense.bench.machine import machine_info
 from microdense.io import atomic_write_text
-from microdense.models import check_model_name, create_model, resolve_input_size
-from microdense.models.size import measure_size
+from microdense.models import check_model_name
 from microdense.study.results import RESULTS_FILE, append_row, read_rows
 from microdense.study.spec import Entry, PlannedRun, Study, plan, run_config
 from microdense.study.width import match_params, param_count
-from microdense.train.config import TrainConfig, save_config
+from microdense.train.config import TrainConfig, resolve_config
 from microdense.train.run import CONFIG_FILE, train
 
 log = logging.getLogger(__name__)
@@ -72,11 +70,11 @@ def _data_classes(study: Study) -> int:
     return 10
 
 
-def resolve_entries(study: Study) -> Dict[str, ResolvedEntry]:
-    """Each entry's final kwargs: params_like entries matched to their reference's parameter count."""
+def resolve_entries(study: Study, num_classes: int) -> Dict[str, ResolvedEntry]:
+    """Each entry's final kwargs: params_like entries matched to their reference's parameter count (whole nets with
+    `num_classes` outputs)."""
     for e in study.entries:
         check_model_name(e.model)
-    num_classes = _data_classes(study)
     resolved: Dict[str, ResolvedEntry] = {}
     pending = list(study.entries)
     while pending:  # an entry may be params_like another params_like entry: resolve in dependency order
@@ -85,14 +83,16 @@ def resolve_entries(study: Study) -> Dict[str, ResolvedEntry]:
             raise ValueError(f"study {study.name}: params_like forms a cycle among {[e.label for e in pending]}")
         for e in ready:
             kwargs = {**e.kwargs, "num_classes": num_classes}
-            if e.params_like is not None:
-                target = resolved[e.params_like].params
+            if e.params_like is None:
+                params = param_count(e.model, kwargs)
+            else:
                 try:
-                    kwargs = match_params(e.model, kwargs, target).kwargs
+                    match = match_params(e.model, kwargs, resolved[e.params_like].params)
                 except ValueError as err:
                     raise ValueError(f"study {study.name}, entry {e.label!r} ({e.params_like!r}'s size): {err}") from None
+                kwargs, params = match.kwargs, match.params
             kwargs.pop("num_classes")
-            resolved[e.label] = ResolvedEntry(e, kwargs, param_count(e.model, {**kwargs, "num_classes": num_classes}))
+            resolved[e.label] = ResolvedEntry(e, kwargs, params)
             pending.remove(e)
     return resolved
 
@@ -105,20 +105,6 @@ def fingerprint(cfg: TrainConfig) -> str:
     for key in PLACE_DATA_FIELDS:
         values["data"].pop(key)
     return hashlib.sha256(yaml.safe_dump(values, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def machine() -> Dict[str, Any]:
-    info: Dict[str, Any] = dict(cpu=cpu_name(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
-                                torch=torch.__version__)
-    if torch.cuda.is_available():
-        info.update(gpu=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count())
-    return info
-
-
-def _size(model: str, kwargs: Dict[str, Any], num_classes: int) -> Tuple[int, int]:
-    net = create_model(model, num_classes=num_classes, **kwargs)
-    size = measure_size(model, net, resolve_input_size(net))
-    return size.params, size.macs
 
 
 def _study_text(study: Study, entries: Dict[str, ResolvedEntry]) -> str:
@@ -158,12 +144,7 @@ def _claim(run_dir: Path) -> Optional[int]:
 def _check_folder(run: PlannedRun, run_dir: Path, cfg: TrainConfig) -> None:
     saved = run_dir / CONFIG_FILE
     if (run_dir / "checkpoints" / "last.ckpt").exists() and saved.exists():
-        raw = yaml.safe_load(saved.read_text())
-        try:
-            old = TrainConfig(**{**raw, "data": DataCfg(**raw["data"])})
-        except TypeError as e:
-            raise ValueError(f"{saved} is not a configuration this version reads ({e}); move {run_dir} away") from None
-        if fingerprint(old) != fingerprint(cfg):
+        if fingerprint(resolve_config({}, str(saved))) != fingerprint(cfg):  # read as `train --resume` reads it
             raise ValueError(f"{run_dir} was started with another configuration than the study now gives run "
                              f"{run.name}; move that folder away, or run the study into another --out")
 
@@ -175,8 +156,7 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
 
     `command`: the command line that asked for it, recorded in every row. `announce` gets one progress line per run.
     """
-    entries = resolve_entries(study)
-    num_classes = _data_classes(study)
+    entries = resolve_entries(study, _data_classes(study))
     runs = plan(study)
     configs = {r.name: run_config(study, entries[r.entry.label].kwargs, r.entry, r.seed, out / "runs" / r.name)
                for r in runs}
@@ -195,7 +175,7 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
     for r in todo:
         _check_folder(r, out / "runs" / r.name, configs[r.name])
     atomic_write_text(out / STUDY_FILE, _study_text(study, entries))
-    sizes: Dict[str, Tuple[int, int]] = {}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started, finished = time.perf_counter(), 0
     for i, r in enumerate(todo):
         eta = ""
@@ -214,12 +194,9 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
             log.warning("%s has no checkpoint to resume from; set aside as %s", run_dir, _set_aside(run_dir))
         cfg = dataclasses.replace(configs[r.name], resume=resume)
         result = train(cfg, progress=progress)
-        if r.entry.label not in sizes:
-            sizes[r.entry.label] = _size(r.entry.model, entries[r.entry.label].kwargs, num_classes)
-        params, macs = sizes[r.entry.label]
         row: Dict[str, Any] = dict(
             study=study.name, entry=r.entry.label, model=r.entry.model, kwargs=entries[r.entry.label].kwargs,
-            overrides=r.entry.overrides, params_like=r.entry.params_like, params=params, macs=macs, seed=r.seed,
+            overrides=r.entry.overrides, params_like=r.entry.params_like, params=result.params, macs=result.macs, seed=r.seed,
             budget=study.budget,
             recipe=study.recipe, epochs=round(result.epochs, 4), steps=result.steps,
             train_seconds=round(result.train_seconds, 2), seconds=round(result.seconds, 2),
@@ -230,7 +207,7 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
             test = evaluate(str(run_dir), "imagefolder", test_dir, batch_size=256, workers=cfg.data.workers,
                             accelerator=cfg.accelerator)
             row.update(test_top1=test.top1, test_top5=test.top5, test_images=test.images)
-        row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.precision, machine=machine(),
+        row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.precision, machine=machine_info(device, probe=False),
                    command=command, finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
         append_row(results, row)
         os.close(lock)

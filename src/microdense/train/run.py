@@ -77,6 +77,8 @@ class TrainResult:
     train_seconds: float  # training time alone: what a time budget counts
     train_img_s: Optional[float]  # the last epoch's rate
     images: int = 0  # training images processed (steps x batch size x processes)
+    params: Optional[int] = None  # the model's size, as logged at the start (global rank 0)
+    macs: Optional[int] = None  # per image at the training image size
     primary: bool = True  # this process is global rank 0
 
 
@@ -190,6 +192,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         model=cfg.model, model_args=model_args, classes=list(datamodule.source.classes), mean=tuple(datamodule.mean),
         std=tuple(datamodule.std), input_size=(c, h, w), ema=cfg.ema_decay > 0,
         crop_pct=1.0 if datamodule.small else cfg.data.crop_pct)  # how the validation images are resized
+    size = None
     if trainer.is_global_zero:
         atomic_write_text(run_dir / CONFIG_FILE, save_config(cfg))
         size = measure_size(cfg.model, model, (c, h, w))
@@ -222,5 +225,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         train_seconds=system.progress.elapsed,
         train_img_s=final.get("img_s"),
         images=trainer.global_step * datamodule.cfg.batch_size * trainer.world_size,
+        params=size.params if size else None,
+        macs=size.macs if size else None,
         primary=trainer.is_global_zero,
     )
