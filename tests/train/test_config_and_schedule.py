@@ -98,6 +98,22 @@ def test_progress_is_the_later_of_steps_and_seconds():
     assert progress.elapsed == pytest.approx(32.0)
 
 
+def test_a_step_that_overruns_the_budget_unforeseen_is_followed_by_a_last_step_at_progress_one():
+    clock = FakeClock()
+    progress = RunProgress(total_steps=None, budget_s=10.0, clock=clock)
+    progress.start()
+    ran_at = []
+    for step, seconds in enumerate((1.0, 1.0, 20.0)):  # the third step stalls far past the budget
+        ran_at.append(progress.at(step))
+        clock.now += seconds
+        progress.tick()
+        stopped = progress.done_after(step)
+    assert not stopped and max(ran_at) < 1.0 and progress.at(3) == 1.0
+    clock.now += 1.0
+    progress.tick()
+    assert progress.done_after(3)
+
+
 def test_budget_makes_the_step_that_would_overrun_it_the_last_at_progress_one():
     clock = FakeClock()
     progress = RunProgress(total_steps=None, budget_s=10.0, clock=clock)

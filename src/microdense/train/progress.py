@@ -12,7 +12,8 @@ class RunProgress:
 
     Training seconds are counted by `start` / `tick` / `pause` around the training batches only, so validation,
     checkpointing and start-up are outside the budget. When the next step would end past the budget (at the
-    recent seconds per step), that step is made the last one and runs at progress 1.
+    recent seconds per step), or a step ran past the budget unforeseen, the next step is made the last one and runs at
+    progress 1.
 
     Args:
         total_steps: optimizer steps the epoch and step limits allow; None: no such limit.
@@ -53,8 +54,8 @@ class RunProgress:
             return False
         if self.final_step is not None:
             return step >= self.final_step
-        if self.elapsed >= self.budget_s:
-            return True
+        # NOTE: also when a step overran the budget unforeseen (elapsed already past it): one more step, at
+        # progress 1, so the run still ends at the schedule's final value.
         if self.elapsed + (self.step_s or 0.0) >= self.budget_s:
             self.final_step = step + 1
         return False
