@@ -94,6 +94,23 @@ def test_a_changed_study_does_not_mix_with_rows_it_did_not_make(tmp_path):
         quiet_run(write_study(tmp_path, seeds=[0], budget={"steps": 3}), out)
 
 
+def test_rows_from_before_a_training_field_was_added_still_count(tmp_path):
+    # An older version wrote the row: its hash covered one field fewer, and its run folder's config lacks that field.
+    out = tmp_path / "out"
+    study = write_study(tmp_path, seeds=[0], entries=STUDY["entries"][:1])
+    quiet_run(study, out)
+    row = read_rows(out / "results.jsonl")[0]
+    (out / "results.jsonl").write_text(json.dumps({**row, "config_sha": "0123456789ab"}) + "\n")
+    saved = out / "runs" / "tiny-seed0" / "config.yaml"
+    config = yaml.safe_load(saved.read_text())
+    saved.write_text(yaml.safe_dump({k: v for k, v in config.items() if k != "lookahead"}))
+    assert quiet_run(study, out).skipped == 1
+    # without the folder to show it, such a row is refused as one from another configuration
+    (out / "runs" / "tiny-seed0").rename(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="holds run tiny-seed0 from another configuration"):
+        quiet_run(study, out)
+
+
 def test_test_dir_adds_test_top1(tmp_path):
     tree = make_image_tree(tmp_path / "test", classes=10, per_class=2, size=32)
     out = tmp_path / "out"

@@ -107,6 +107,16 @@ def fingerprint(cfg: TrainConfig) -> str:
     return hashlib.sha256(yaml.safe_dump(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _made_under(row: Dict[str, Any], run_dir: Path, cfg: TrainConfig) -> bool:
+    """Whether a finished run's row was made under `cfg`. Its hash says so; but a row written before a training
+    field was added hashed fewer fields, so where they differ the run folder's saved config decides, read as
+    `--resume` reads it: the added field at its default, the behaviour the run had."""
+    if row.get("config_sha") == fingerprint(cfg):
+        return True
+    saved = run_dir / CONFIG_FILE
+    return saved.exists() and fingerprint(resolve_config({}, str(saved))) == fingerprint(cfg)
+
+
 def _study_text(study: Study, entries: Dict[str, ResolvedEntry]) -> str:
     """DIR/study.yaml: the study as run, params_like widths resolved into each entry's kwargs: itself a study that
     repeats these runs exactly. The report reads it for the claim, the reference and the order of the entries."""
@@ -166,7 +176,7 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
     done = {row.get("run"): row for row in read_rows(results)}
     for r in runs:
         row = done.get(r.name)
-        if row is not None and row.get("config_sha") != fingerprint(configs[r.name]):
+        if row is not None and not _made_under(row, out / "runs" / r.name, configs[r.name]):
             raise ValueError(f"{results} holds run {r.name} from another configuration of the study; run the study "
                              "into another --out")
     index, count = shard
