@@ -240,3 +240,21 @@ def test_a_run_another_process_holds_is_left_to_it(tmp_path):
     assert done.ran == 1 and [r["run"] for r in read_rows(out / "results.jsonl")] == ["residual-seed0"]
     assert any("tiny-seed0 is running in another process" in line for line in lines)
     assert not (out / "runs" / "tiny-seed0").exists()
+
+
+def test_a_run_a_twin_finished_after_planning_is_not_trained_again(tmp_path, monkeypatch):
+    import microdense.study.runner as runner
+    study = load_study(str(write_study(tmp_path, seeds=[0], entries=STUDY["entries"][:1])))
+    first = tmp_path / "first"
+    quiet_run(study, first)
+    [row] = read_rows(first / "results.jsonl")
+    out = tmp_path / "out"
+    claim = runner._claim
+
+    def twin_finishes_first(run_dir):  # the twin appends its row between our planning and our claim
+        append_row(out / "results.jsonl", row)
+        return claim(run_dir)
+
+    monkeypatch.setattr(runner, "_claim", twin_finishes_first)
+    done = quiet_run(study, out)
+    assert done.ran == 0 and read_rows(out / "results.jsonl") == [row]

@@ -199,6 +199,10 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
         if lock is None:
             announce(f"study {study.name}: {r.name} is running in another process; left to it")
             continue
+        if any(row.get("run") == r.name for row in read_rows(results)):  # a twin finished it since we planned
+            os.close(lock)
+            announce(f"study {study.name}: {r.name} was finished by another process")
+            continue
         resume = (run_dir / "checkpoints" / "last.ckpt").exists()
         if not resume and run_dir.exists():
             log.warning("%s has no checkpoint to resume from; set aside as %s", run_dir, _set_aside(run_dir))
