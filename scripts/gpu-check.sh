@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared check of every CUDA path, for a machine with one GPU (under 8 minutes there):
 #   1. microdense bench --device cuda: tiny, base and resnet18_cifar in fp32, bf16 autocast and channels_last;
-#   2. one short training run each in 16-mixed and bf16-mixed (synthetic data, 60 steps);
+#   2. one short training run each in 16-mixed and bf16-mixed (synthetic data: its 3 epochs, at most 60 steps);
 #   3. the ablation study's smoke form on CUDA.
 # Every figure goes to one JSON file ($OUT/gpu-check.json, default gpu-check/) that names the GPU.
 # On a machine without a CUDA GPU it stops at once with a message and exit status 3.
