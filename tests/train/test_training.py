@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import lightning.pytorch as pl
 import pytest
@@ -314,3 +315,17 @@ def test_quiet_prints_the_closing_line_only_and_runs_carry_no_noise(image_tree, 
     for noise in ("litlogger", "LeafSpec", "v_num", "FLOPs"):
         assert noise not in shown, noise
     assert "microdensenet_cifar_tiny: 0.259M parameters, 10.9M MACs per 3x16x16 image, 4 classes" in shown
+
+
+def test_the_small_image_pipeline_is_not_told_to_add_workers(image_tree, tmp_path, monkeypatch):
+    # Its batches are slices of one tensor, with no workers on purpose; Lightning advises more where cores abound
+    # (16 on the GPU machine), which would read as a fault to fix.
+    import lightning.pytorch.trainer.connectors.data_connector as connector
+    monkeypatch.setattr(connector, "suggested_max_num_workers", lambda devices: 15)
+    cfg = resolve_config({"data.name": "imagefolder", "data.root": str(image_tree), "data.val_split": 0.25,
+                          "data.batch_size": 8, "max_steps": 1, "accelerator": "cpu", "devices": "1",
+                          "out": str(tmp_path / "run")})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg, progress=False)
+    assert not [w for w in caught if "does not have many workers" in str(w.message)]

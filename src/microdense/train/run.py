@@ -144,6 +144,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     if _is_launch_primary():
         datamodule.prepare_data()  # downloads, before the model can be sized from the data
     datamodule.setup("fit")
+    if datamodule.small:  # NOTE: batches are tensor slices on purpose; Lightning's advice of more workers is moot
+        warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
     num_classes = datamodule.num_classes
     model_args: Dict[str, Any] = dict(num_classes=num_classes)
     # NOTE: optional arguments go only where set, so models that lack them (timm's DenseNet has no drop-path)
