@@ -189,6 +189,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     )
     steps_per_epoch = max(1, len(datamodule.source.train) // (datamodule.cfg.batch_size * trainer.world_size))
     system = ClassificationSystem(model, cfg, num_classes, steps_per_epoch)
+    if system.ema is not None:  # NOTE: the weights' running average is kept in eval mode on purpose
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     c, (h, w) = 3, datamodule.image_size
     system.run_info = RunInfo(
         model=cfg.model, model_args=model_args, classes=list(datamodule.source.classes), mean=tuple(datamodule.mean),
