@@ -163,10 +163,10 @@ def test_entries_default_their_label_to_the_model():
 def test_sizes_are_matched_at_the_data_s_class_count(tmp_path):
     from conftest import make_image_tree
     from microdense.study.runner import _data_classes, resolve_entries
+    from microdense.study.spec import with_data
 
     def resolve(st):
         return resolve_entries(st, _data_classes(st))
-    from microdense.study.spec import with_data
 
     tree = make_image_tree(tmp_path / "images", classes=4, per_class=1)
     s = with_data(study(entries=[{"label": "a", "model": TINY},

@@ -107,14 +107,17 @@ def fingerprint(cfg: TrainConfig) -> str:
     return hashlib.sha256(yaml.safe_dump(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _made_under(row: Dict[str, Any], run_dir: Path, cfg: TrainConfig) -> bool:
-    """Whether a finished run's row was made under `cfg`. Its hash says so; but a row written before a training
-    field was added hashed fewer fields, so where they differ the run folder's saved config decides, read as
-    `--resume` reads it: the added field at its default, the behaviour the run had."""
-    if row.get("config_sha") == fingerprint(cfg):
-        return True
+def _saved_config_is(run_dir: Path, cfg: TrainConfig) -> bool:
+    """Whether the run folder's saved config, read as `train --resume` reads it (a field added since at its default,
+    the behaviour the run had), is `cfg`."""
     saved = run_dir / CONFIG_FILE
     return saved.exists() and fingerprint(resolve_config({}, str(saved))) == fingerprint(cfg)
+
+
+def _made_under(row: Dict[str, Any], run_dir: Path, cfg: TrainConfig) -> bool:
+    """Whether a finished run's row was made under `cfg`. Its hash says so; but a row written before a training
+    field was added hashed fewer fields, so where they differ the run folder's saved config decides."""
+    return row.get("config_sha") == fingerprint(cfg) or _saved_config_is(run_dir, cfg)
 
 
 def _study_text(study: Study, entries: Dict[str, ResolvedEntry]) -> str:
@@ -152,9 +155,8 @@ def _claim(run_dir: Path) -> Optional[int]:
 
 
 def _check_folder(run: PlannedRun, run_dir: Path, cfg: TrainConfig) -> None:
-    saved = run_dir / CONFIG_FILE
-    if (run_dir / "checkpoints" / "last.ckpt").exists() and saved.exists():
-        if fingerprint(resolve_config({}, str(saved))) != fingerprint(cfg):  # read as `train --resume` reads it
+    if (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / CONFIG_FILE).exists():
+        if not _saved_config_is(run_dir, cfg):
             raise ValueError(f"{run_dir} was started with another configuration than the study now gives run "
                              f"{run.name}; move that folder away, or run the study into another --out")
 
@@ -210,9 +212,8 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
         result = train(cfg, progress=progress)
         row: Dict[str, Any] = dict(
             study=study.name, entry=r.entry.label, model=r.entry.model, kwargs=entries[r.entry.label].kwargs,
-            overrides=r.entry.overrides, params_like=r.entry.params_like, params=result.params, macs=result.macs, seed=r.seed,
-            budget=study.budget,
-            recipe=study.recipe, epochs=round(result.epochs, 4), steps=result.steps,
+            overrides=r.entry.overrides, params_like=r.entry.params_like, params=result.params, macs=result.macs,
+            seed=r.seed, budget=study.budget, recipe=study.recipe, epochs=round(result.epochs, 4), steps=result.steps,
             train_seconds=round(result.train_seconds, 2), seconds=round(result.seconds, 2),
             img_s=round(result.images / result.train_seconds, 2) if result.train_seconds else None,
             val_top1=result.val_top1, val_top5=result.val_top5, val_loss=result.val_loss)
@@ -221,8 +222,8 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
             test = evaluate(str(run_dir), "imagefolder", test_dir, batch_size=256, workers=cfg.data.workers,
                             accelerator=cfg.accelerator)
             row.update(test_top1=test.top1, test_top5=test.top5, test_images=test.images)
-        row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.precision, machine=machine_info(device, probe=False),
-                   command=command, finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+        row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.precision,
+                   machine=machine_info(device, probe=False), command=command, finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
         append_row(results, row)
         os.close(lock)
         finished += 1
