@@ -134,7 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         rate = "n/a" if result.train_img_s is None else f"{result.train_img_s:.0f} img/s"
         print(f"done: {cfg.model} on {cfg.data.name}, {result.epochs:.2f} epochs / {result.steps} steps, "
               f"{result.train_seconds:.0f}s training ({result.seconds:.0f}s in all); val top-1 {top1}, top-5 {top5}; "
-              f"last epoch {rate}; run folder {result.run_dir}")
+              f"{rate} in training; run folder {result.run_dir}")
     return 0
 
 

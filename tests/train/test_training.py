@@ -257,6 +257,7 @@ def test_time_budget_stops_the_run_at_the_schedules_final_learning_rate(image_tr
     assert float(rows[-1]["train_s"]) == pytest.approx(result.train_seconds)
     assert result.seconds > result.train_seconds > 0
     assert result.epochs == pytest.approx(result.steps / 4)
+    assert result.train_img_s == pytest.approx(result.steps * 8 / result.train_seconds)  # the whole run's rate
     assert load_file(str(tmp_path / "run" / "model.safetensors")).keys()  # a channels_last model exports too
 
 

@@ -215,7 +215,7 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
             overrides=r.entry.overrides, params_like=r.entry.params_like, params=result.params, macs=result.macs,
             seed=r.seed, budget=study.budget, recipe=study.recipe, epochs=round(result.epochs, 4), steps=result.steps,
             train_seconds=round(result.train_seconds, 2), seconds=round(result.seconds, 2),
-            img_s=round(result.images / result.train_seconds, 2) if result.train_seconds else None,
+            img_s=None if result.train_img_s is None else round(result.train_img_s, 2),
             val_top1=result.val_top1, val_top5=result.val_top5, val_loss=result.val_loss)
         if test_dir is not None:
             from microdense.train.evaluate import evaluate

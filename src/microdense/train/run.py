@@ -75,11 +75,16 @@ class TrainResult:
     steps: int
     seconds: float  # wall time of the whole fit (validation and checkpoints included)
     train_seconds: float  # training time alone: what a time budget counts
-    train_img_s: Optional[float]  # the last epoch's rate
     images: int = 0  # training images processed (steps x batch size x processes)
     params: Optional[int] = None  # the model's size, as logged at the start (global rank 0)
     macs: Optional[int] = None  # per image at the training image size
     primary: bool = True  # this process is global rank 0
+
+    @property
+    def train_img_s(self) -> Optional[float]:
+        """The whole run's training rate; a last epoch cut short by a limit can be a single step, whose rate says
+        nothing."""
+        return self.images / self.train_seconds if self.train_seconds else None
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -227,7 +232,6 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         steps=trainer.global_step,
         seconds=seconds,
         train_seconds=system.progress.elapsed,
-        train_img_s=final.get("img_s"),
         images=trainer.global_step * datamodule.cfg.batch_size * trainer.world_size,
         params=size.params if size else None,
         macs=size.macs if size else None,
