@@ -39,6 +39,7 @@ def _calibrate_batchnorm(model: torch.nn.Module, x: torch.Tensor) -> None:
     model.eval()
 
 
+@pytest.mark.filterwarnings("error::DeprecationWarning")  # the chosen exporter's deprecation notices stay ours to hide
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_exports_to_onnx_at_its_own_input_size(name, tmp_path):
     from microdense.deploy.export import check_inputs
