@@ -223,7 +223,8 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
                             accelerator=cfg.accelerator)
             row.update(test_top1=test.top1, test_top5=test.top5, test_images=test.images)
         row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.precision,
-                   machine=machine_info(device, probe=False), command=command, finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+                   machine=machine_info(device, probe=False), command=command,
+                   finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
         append_row(results, row)
         os.close(lock)
         finished += 1
