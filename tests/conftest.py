@@ -64,3 +64,15 @@ def modules_loaded_by(code: str, names) -> list:
     assert proc.returncode == 0, proc.stderr
     import ast
     return ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+
+
+def conv_channel_counts(model) -> list:
+    """Every channel count a model's convolutions and norms see, but the image channels its stem reads."""
+    import torch
+    counts = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            counts += [m.out_channels] + ([m.in_channels] if m.in_channels != 3 else [])
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            counts.append(m.num_features)
+    return counts

@@ -89,3 +89,11 @@ def test_baselines_at_published_size(name):
     published = PUBLISHED[name]
     rounds_to = round(params / 1e6, 1) == round(published / 1e6, 1)  # published to one decimal of millions
     assert rounds_to or abs(params - published) <= 0.02 * published, f"{name}: {params / 1e6:.3f}M"
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_every_channel_count_is_a_multiple_of_8(name):
+    """Widths the CPU and GPU kernels have fast paths for (and oneDNN's strided 1x1 fault never meets)."""
+    from conftest import conv_channel_counts
+    counts = conv_channel_counts(timm.create_model(name))
+    assert counts and [c for c in counts if c % 8] == []

@@ -1,6 +1,10 @@
 """Study files, the run plan and its shards, and the params_like width solver."""
+import math
+from dataclasses import replace
+
 import pytest
 import torch
+from timm.layers import make_divisible
 
 from microdense.models import create_model
 from microdense.models.micro_dense_net import model_cfgs, scale_widths
@@ -114,10 +118,16 @@ def test_scaled_widths_obey_the_block_rules_and_grow_the_net(kwargs):
     assert counts == sorted(counts) and counts[0] < counts[-1] / 4
 
 
-def test_scale_widths_rounds_base_widths_to_whole_groups():
-    cfg = scale_widths(model_cfgs[TINY], 1.3)
-    assert [s.block.base_width % s.block.group_width for s in cfg.stages] == [0, 0, 0]
-    assert cfg.stem_width == round(16 * 1.3)
+@pytest.mark.parametrize("multiplier", [0.3, 0.52, 0.864, 1.044, 1.3, 2.0])
+@pytest.mark.parametrize("group_width", [4, 8, 16, 32])
+def test_scale_widths_keeps_every_channel_count_a_multiple_of_8(multiplier, group_width):
+    cfg = scale_widths(replace(model_cfgs[TINY], stages=tuple(
+        replace(s, block=replace(s.block, group_width=group_width)) for s in model_cfgs[TINY].stages)), multiplier)
+    assert [s.block.base_width % math.lcm(8, group_width) for s in cfg.stages] == [0, 0, 0]
+    assert cfg.stem_width == make_divisible(16 * multiplier, 8)
+    from conftest import conv_channel_counts
+    counts = conv_channel_counts(create_model(TINY, group_width=group_width, width_multiplier=multiplier))
+    assert counts and [c for c in counts if c % 8] == []
     with pytest.raises(ValueError, match="width_multiplier: must be > 0"):
         scale_widths(model_cfgs[TINY], 0)
 

@@ -27,10 +27,11 @@ class FoldReport:
 
 
 class _BatchNormLeafTracer(fx.Tracer):
-    """Keeps every BatchNorm (timm's BatchNormAct2d included) a module call, so it can be matched and replaced."""
+    """Keeps every BatchNorm (timm's BatchNormAct2d included) and every conv (our `SubsampledConv2d` included) a module
+    call, so each can be matched and replaced."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, nn.BatchNorm2d) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (nn.BatchNorm2d, nn.Conv2d)) or super().is_leaf_module(m, qualname)
 
 
 def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -57,7 +58,7 @@ def fold_batchnorm(model: nn.Module) -> "tuple[nn.Module, FoldReport]":
             continue
         conv_node = node.args[0]
         if not (isinstance(conv_node, fx.Node) and conv_node.op == "call_module" and len(conv_node.users) == 1
-                and type(modules[conv_node.target]) is nn.Conv2d):
+                and isinstance(modules[conv_node.target], nn.Conv2d)):
             continue
         bn = modules[node.target]
         # NOTE: the folded weights are computed in float64 and rounded once, so folding adds no rounding of its own.

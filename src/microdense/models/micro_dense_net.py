@@ -7,22 +7,26 @@ project's reconstruction (DESIGN.md §1), sized to the targets named there. A va
 
     timm.create_model("microdensenet_cifar_base", pyramid="constant", cardinality="fixed")
 """
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import BatchNormAct2d, ClassifierHead
+from timm.layers import BatchNormAct2d, ClassifierHead, make_divisible
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from microdense.layers import MicroDenseBlock, MicroDenseBlockCfg
+from microdense.layers import MicroDenseBlock, MicroDenseBlockCfg, route_strided_pointwise
 from microdense.models._common import build_stages, cifar_cfg, init_weights
 from microdense.models._staged import StagedNet
 
 __all__ = ["MicroDenseNet", "MicroDenseNetCfg", "MicroDenseStageCfg", "model_cfgs", "scale_widths"]
 
 STEM_TYPES = ("cifar", "deep", "7x7")
+# NOTE: channel counts that are multiples of 8 keep oneDNN and cuDNN on their vectorised paths (and off a oneDNN
+# fault, see layers/safe_conv.py); every registered width is one, and width_multiplier keeps it so.
+CHANNEL_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -86,22 +90,24 @@ model_cfgs: Dict[str, MicroDenseNetCfg] = dict(
 def scale_widths(cfg: MicroDenseNetCfg, multiplier: float) -> MicroDenseNetCfg:
     """`cfg` with every width times `multiplier`: the family's one width knob, which matches parameter counts.
 
-    The stem's width rounds to the nearest channel. A block's base width rounds to the nearest multiple of its group
-    width (at least one group) where its 3x3 convs are grouped, so every scaled net obeys the block's rules; its
-    stage's width absorbs that rounding (times base width wanted / base width built), so the parameter count moves
-    in small steps as the multiplier grows instead of jumping at every rounding of a narrow base width.
+    Every channel count stays a multiple of `CHANNEL_MULTIPLE` (timm's `make_divisible`), so the scaled net runs on
+    the same fast kernels as the registered ones. A block's base width rounds to a multiple of both that and its group
+    width (at least one), so every pyramid width, concatenation and group count obeys the block's rules; its stage's
+    width absorbs that rounding (times base width wanted / base width built), so the parameter count moves in small
+    steps as the multiplier grows instead of jumping at every rounding of a narrow base width.
     """
     if not multiplier > 0:
         raise ValueError(f"MicroDenseNet.width_multiplier: must be > 0, got {multiplier}")
 
     def stage(s: MicroDenseStageCfg) -> MicroDenseStageCfg:
-        step = s.block.group_width if s.block.cardinality != "none" else 1
+        step = math.lcm(CHANNEL_MULTIPLE, s.block.group_width if s.block.cardinality != "none" else 1)
         wanted = s.block.base_width * multiplier
         base = step * max(1, round(wanted / step))
-        return replace(s, out_chs=max(1, round(s.out_chs * multiplier * wanted / base)),
+        return replace(s, out_chs=make_divisible(s.out_chs * multiplier * wanted / base, CHANNEL_MULTIPLE),
                        block=replace(s.block, base_width=base))
 
-    return replace(cfg, stages=tuple(stage(s) for s in cfg.stages), stem_width=max(1, round(cfg.stem_width * multiplier)))
+    return replace(cfg, stages=tuple(stage(s) for s in cfg.stages),
+                   stem_width=make_divisible(cfg.stem_width * multiplier, CHANNEL_MULTIPLE))
 
 
 def _conv_bn_act(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
@@ -186,6 +192,7 @@ class MicroDenseNet(StagedNet):
         self.final_norm = BatchNormAct2d(in_chs) if preact else nn.Identity()
         self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         init_weights(self, residual_blocks=(MicroDenseBlock,), zero_linear_bias=True)
+        route_strided_pointwise(self)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -16,7 +16,7 @@ from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from microdense.layers import checkpoint_call
+from microdense.layers import checkpoint_call, route_strided_pointwise
 from microdense.models._common import cifar_cfg
 from microdense.nas.cells import Cell, MicroDenseCellGroup
 from microdense.nas.genotypes import Genotype, genotype_to_json, parse_genotype, validate
@@ -89,6 +89,7 @@ class DartsNetwork(nn.Module):
         self.auxiliary_head = AuxiliaryHead(c_aux, num_classes) if auxiliary and self.aux_unit >= 0 else None
         self.num_features = self.head_hidden_size = c_p
         self.head = ClassifierHead(c_p, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        route_strided_pointwise(self)
 
     # -- hooks for training code ------------------------------------------------------------------------------------
     def set_progress(self, fraction: float) -> None:

@@ -10,6 +10,7 @@ import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.densenet import DenseNet
 
+from microdense.layers import route_strided_pointwise
 from microdense.models._common import cifar_cfg, rescale_feature_info
 
 
@@ -22,6 +23,7 @@ class CifarDenseNet(DenseNet):
         self.features.pool0 = nn.Identity()
         rescale_feature_info(self.feature_info, "features.conv0", stem_stride=4)
         self.feature_info[0]["reduction"] = 1
+        route_strided_pointwise(self)
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarDenseNet:

@@ -13,6 +13,7 @@ from timm.layers import BatchNormAct2d, create_conv2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnetv2 import ResNetV2
 
+from microdense.layers import route_strided_pointwise
 from microdense.models._common import cifar_cfg, rescale_feature_info
 
 _conv = partial(create_conv2d, bias=False)
@@ -31,6 +32,7 @@ class CifarPreActResNet(ResNetV2):
         self.stem_feat_idx = 0
         rescale_feature_info(self.feature_info, "stem.conv", stem_stride=4)
         self.feature_info[0]["reduction"] = 1
+        route_strided_pointwise(self)
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarPreActResNet:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from timm.layers import BatchNormAct2d, ClassifierHead, DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from microdense.layers import route_strided_pointwise
 from microdense.models._common import build_stages, cifar_cfg, init_weights
 from microdense.models._staged import StagedNet
 
@@ -64,6 +65,7 @@ class PyramidNet(StagedNet):
         self.num_features = self.head_hidden_size = in_chs
         self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         init_weights(self, residual_blocks=(PyramidBlock,))
+        route_strided_pointwise(self)
 
 
 default_cfgs = generate_default_cfgs({"pyramidnet110_a48_cifar": cifar_cfg("stem.0", "head.fc")})

@@ -14,6 +14,7 @@ from timm.layers import ClassifierHead, DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
 
+from microdense.layers import route_strided_pointwise
 from microdense.models._common import build_stages, cifar_cfg, init_weights
 from microdense.models._staged import StagedNet
 
@@ -60,6 +61,7 @@ class CifarResNet(StagedNet):
         self.num_features = self.head_hidden_size = in_chs
         self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         init_weights(self, residual_blocks=(BasicBlock, Bottleneck))
+        route_strided_pointwise(self)
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
