@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "trains), compile, onnxruntime; e.g. --backend eager,compile,onnxruntime")
     p.add_argument("--pipeline", action="store_true",
                    help="also train through the Lightning pipeline on synthetic data: its img/s and overhead")
+    p.add_argument("--kernels", action="store_true",
+                   help="also list the oneDNN convolution kernels one training step runs, with their time (CPU)")
     p.add_argument("--json", metavar="PATH", help="write {machine, results} as JSON")
     p.add_argument("--plot", metavar="PNG", help="draw throughput and memory against parameters")
 
@@ -163,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--smoke", action="store_true",
                    help="the study's smoke form: every entry, one seed, 2 steps on a few synthetic images")
     q.add_argument("--quiet", action="store_true", help="no training progress bars; the study's own lines stay")
+    q.add_argument("--allow-dirty", action="store_true",
+                   help="run although the microdense sources have uncommitted changes (each row records it)")
     q = study.add_parser("report", help="report.md, report.png and a printed table of a study's results")
     q.add_argument("dir", metavar="DIR", help="the study's folder (holds results.jsonl)")
     study.add_parser("list", help="the packaged studies and the claim each tests")

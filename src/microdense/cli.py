@@ -185,7 +185,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, description=f"benchmarking {spec}")
 
         report = run_bench(specs, args.batch_size, args.steps, args.warmup, args.device, args.latency_runs,
-                           args.pipeline, progress)
+                           args.pipeline, progress, args.kernels)
         bar.update(task, completed=len(specs), description="done")
     m = report["machine"]
     out = _console()
@@ -206,6 +206,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             row += [_fmt(r.get("pipeline_img_s"), "{:.1f}"), _fmt(r.get("pipeline_overhead"), "{:+.1%}")]
         table.add_row(*row)
     out.print(table)
+    for r in report["results"] if args.kernels else []:
+        total = sum(k["ms"] for k in r.get("kernels", [])) or 1.0
+        out.print(f"{r['model']}: " + "; ".join(
+            f"{k['impl']} {k['prop'].replace('_training', '')}{' grouped' if k['grouped'] else ''} "
+            f"{100 * k['ms'] / total:.0f}%" for k in r.get("kernels", [])[:6]), soft_wrap=True)
     if args.json:
         write_json(Path(args.json), report)
         out.print(f"wrote {args.json}")
@@ -309,7 +314,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         study = smoke(study)
     try:
         done = run_study(study, Path(args.out), shard, args.test_dir, progress=not args.quiet,
-                         command=shlex.join(["microdense", *args.argv]))
+                         command=shlex.join(["microdense", *args.argv]), allow_dirty=args.allow_dirty)
     except (KeyboardInterrupt, TrainingInterrupted):
         print("microdense: study interrupted; the same command resumes it", file=sys.stderr)
         return 130

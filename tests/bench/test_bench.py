@@ -23,6 +23,7 @@ def test_bench_json_plot_and_table(tmp_path, capsys):
                  "--json", str(out), "--plot", str(png)]) == 0
     report = json.loads(out.read_text())
     assert report["machine"]["matmul_fp32_flops"] > 0 and report["machine"]["device"] == "cpu"
+    assert report["provenance"]["code"]["commit"] and report["provenance"]["machine"]["isa"]
     rows = report["results"]
     assert [r["model"] for r in rows] == ["microdensenet_cifar_tiny", "microdensenet_cifar_tiny:memory_efficient=true"]
     for r in rows:
@@ -63,3 +64,25 @@ def test_a_failing_worker_reports_its_error_as_json():
     # amp=fp8 passes parse_spec but not measure(): the worker itself must word the failure
     with pytest.raises(ValueError, match=r"benchmark of microdensenet_cifar_tiny:amp=fp8 failed: ValueError: amp='fp8'"):
         bench_one("microdensenet_cifar_tiny:amp=fp8", 2, 1, 0, "cpu", 1, False)
+
+
+def test_kernels_name_each_convolution_implementation_with_its_time():
+    from microdense.bench.worker import conv_kernels, measure
+    lines = [
+        "onednn_verbose,v1,info,cpu,isa:Intel AVX2",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:f32 dst:f32,,,8x4x4x3x3,0.25",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,forward_training,src:f32,,alg:convolution_direct,"
+        "g8mb4_ic32oc32_ih16oh16kh3sh1dh0ph1_iw16ow16kw3sw1dw0pw1,0.5",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,forward_training,src:f32,,alg:convolution_direct,"
+        "g8mb4_ic32oc32_ih16oh16kh3sh1dh0ph1_iw16ow16kw3sw1dw0pw1,0.25",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx2,backward_data,src:f32,,alg:convolution_direct,"
+        "mb4_ic32oc32_ih16oh16kh1sh1dh0ph0_iw16ow16kw1sw1dw0pw0,1.5",
+    ]
+    assert conv_kernels(lines) == [
+        dict(impl="brgconv_1x1:avx2", prop="backward_data", grouped=False, calls=1, ms=1.5),
+        dict(impl="jit:avx2", prop="forward_training", grouped=True, calls=2, ms=0.75)]
+    result = measure("microdensenet_cifar_tiny:channels_last=true", batch_size=2, steps=1, warmup=0, device="cpu",
+                     latency_runs=1, kernels=True)
+    props = {k["prop"] for k in result["kernels"]}
+    assert props == {"forward_training", "backward_data", "backward_weights"}
+    assert any(k["grouped"] for k in result["kernels"]) and all(k["calls"] >= 1 for k in result["kernels"])

@@ -31,7 +31,10 @@ def write_study(folder: Path, **changes) -> Path:
 
 
 def quiet_run(path_or_study, out: Path, **kwargs):
+    """The study run in-process; the checkout's own state (dirty while someone edits it) is allowed unless a test
+    says otherwise."""
     study = load_study(str(path_or_study)) if isinstance(path_or_study, (str, Path)) else path_or_study
+    kwargs.setdefault("allow_dirty", True)
     return run_study(study, out, progress=False, announce=lambda line: None, **kwargs)
 
 
@@ -45,7 +48,11 @@ def test_a_study_runs_every_entry_and_seed_then_skips_them(tmp_path):
     for r in rows:
         assert r["steps"] == 2 and r["budget"] == {"steps": 2} and r["train_seconds"] > 0 and r["img_s"] > 0
         assert 0 <= r["val_top1"] <= r["val_top5"] <= 1 and r["val_loss"] > 0 and r["macs"] > 0
-        assert r["machine"]["cores"] >= 1 and r["config_sha"]
+        assert r["config_sha"] and r["provenance"]["machine"]["cores"] >= 1 and r["provenance"]["machine"]["isa"]
+        assert set(r["provenance"]["versions"]) == {"torch", "torchvision", "timm", "lightning"}
+        assert r["provenance"]["code"]["commit"] and isinstance(r["provenance"]["code"]["dirty"], bool)
+        data = r["provenance"]["data"]
+        assert data["name"] == "synthetic" and data["images"] == sum(data["per_class"].values()) and data["sha256"]
         run = out / "runs" / r["run"]
         assert (run / "model.safetensors").exists() and (run / "config.yaml").exists()  # train's own run folder
         assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == r["seed"]
@@ -179,7 +186,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_bad_input_is_one_line_before_any_run(tmp_path, changes, shard, message):
     path = write_study(tmp_path, **changes)
     out = tmp_path / "out"
-    proc = cli("study", "run", str(path), "--out", str(out), *(["--shard", shard] if shard else []))
+    proc = cli("study", "run", str(path), "--out", str(out), "--allow-dirty", *(["--shard", shard] if shard else []))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -217,11 +224,29 @@ def test_the_study_as_run_is_itself_a_study_that_repeats_it(tmp_path):
 
 def test_the_command_line_runs_a_study_and_records_itself(tmp_path):
     path, out = write_study(tmp_path, seeds=[0], entries=STUDY["entries"][:1]), tmp_path / "out"
-    proc = cli("study", "run", str(path), "--out", str(out), "--quiet")
+    proc = cli("study", "run", str(path), "--out", str(out), "--quiet", "--allow-dirty")
     assert proc.returncode == 0, proc.stderr
     assert "run 1/1 of this shard" in proc.stderr and "1 run(s) done now" in proc.stdout
     [row] = read_rows(out / "results.jsonl")
-    assert row["command"] == f"microdense study run {path} --out {out} --quiet"
+    assert row["command"] == f"microdense study run {path} --out {out} --quiet --allow-dirty"
+
+
+@pytest.mark.parametrize("dirty", [True, False])
+def test_a_dirty_checkout_is_refused_unless_allowed_and_the_row_says_which(tmp_path, monkeypatch, capsys, dirty):
+    import microdense.provenance
+    import microdense.study.runner as runner
+    import microdense_cli
+    state = dict(microdense.provenance.code_state(), dirty=dirty)
+    for module in (runner, microdense.provenance):  # what the runner checks, and what each run records
+        monkeypatch.setattr(module, "code_state", lambda: state)
+    path, out = write_study(tmp_path, seeds=[0], entries=STUDY["entries"][:1]), tmp_path / "out"
+    if dirty:
+        assert microdense_cli.main(["study", "run", str(path), "--out", str(out), "--quiet"]) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert "uncommitted changes" in line and "allow_dirty" in line and not out.exists()
+    assert microdense_cli.main(["study", "run", str(path), "--out", str(out), "--quiet", "--allow-dirty"]) == 0
+    [row] = read_rows(out / "results.jsonl")
+    assert row["provenance"]["code"]["dirty"] is dirty
 
 
 def test_a_run_another_process_holds_is_left_to_it(tmp_path):
@@ -234,7 +259,7 @@ def test_a_run_another_process_holds_is_left_to_it(tmp_path):
     lines = []
     try:
         done = run_study(load_study(str(write_study(tmp_path, seeds=[0]))), out, progress=False,
-                         announce=lines.append)
+                         announce=lines.append, allow_dirty=True)
     finally:
         os.close(fd)
     assert done.ran == 1 and [r["run"] for r in read_rows(out / "results.jsonl")] == ["residual-seed0"]
@@ -258,3 +283,99 @@ def test_a_run_a_twin_finished_after_planning_is_not_trained_again(tmp_path, mon
     monkeypatch.setattr(runner, "_claim", twin_finishes_first)
     done = quiet_run(study, out)
     assert done.ran == 0 and read_rows(out / "results.jsonl") == [row]
+
+
+# --- what a shared machine does to a study: SIGKILL, a second start, a full disk ---------------------------------
+
+LONG = dict(seeds=[0], entries=STUDY["entries"][:1], budget={"steps": 60}, overrides={"checkpoint_every": 4})
+
+
+def _start(path: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "microdense.cli", "study", "run", str(path), "--out", str(out),
+                             "--quiet", "--allow-dirty"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    import time
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"ended before {path} appeared: {proc.communicate()[1][-800:]}"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_shard_killed_mid_run_resumes_with_no_duplicate_or_torn_row(tmp_path):
+    import signal
+    path, out = write_study(tmp_path, **LONG), tmp_path / "out"
+    proc = _start(path, out)
+    _wait_for(out / "runs" / "tiny-seed0" / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGKILL)  # no handler runs: the process is gone mid-run
+    proc.wait()
+    assert not (out / "results.jsonl").exists()
+    again = cli("study", "run", str(path), "--out", str(out), "--quiet", "--allow-dirty")
+    assert again.returncode == 0, again.stderr
+    [row] = read_rows(out / "results.jsonl")  # one whole row, read back as JSON
+    assert row["run"] == "tiny-seed0" and row["steps"] == 60
+    assert (out / "runs" / "tiny-seed0" / "logs-2").is_dir()  # the second process resumed the first one's run
+    assert cli("study", "run", str(path), "--out", str(out), "--quiet", "--allow-dirty").returncode == 0
+    assert len(read_rows(out / "results.jsonl")) == 1  # and a third start finds nothing left to do
+
+
+@pytest.mark.slow
+def test_a_second_process_on_the_same_shard_refuses_in_one_line(tmp_path):
+    path, out = write_study(tmp_path, **LONG), tmp_path / "out"
+    first = _start(path, out)
+    try:
+        _wait_for(out / "runs" / "tiny-seed0", first)  # the first holds the shard: it has started its run
+        second = cli("study", "run", str(path), "--out", str(out), "--quiet", "--allow-dirty")
+    finally:
+        first.kill()
+        first.wait()
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 1 and len(lines) == 1, second.stderr
+    assert "shard 0/1 is already running" in lines[0] and "Traceback" not in second.stderr
+
+
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG, as ENOSPC would fail it
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+"""
+
+
+def _with_full_disk(code: str, *args: str, limit: int) -> subprocess.CompletedProcess:
+    """Run `code` in a process that may not grow any file past `limit` bytes: a disk that fills mid-write."""
+    return subprocess.run([sys.executable, "-c", FULL_DISK + code, *args, str(limit)], capture_output=True, text=True)
+
+
+def test_a_full_disk_while_a_row_is_written_loses_no_row_and_leaves_no_half_row(tmp_path):
+    results = tmp_path / "results.jsonl"
+    rows = [_row("a", 0, 0.5), _row("b", 0, 0.6)]
+    for row in rows:
+        append_row(results, row)
+    before = results.read_bytes()
+    proc = _with_full_disk("""
+from microdense.study.results import append_row
+append_row(__import__("pathlib").Path(sys.argv[1]), {"entry": "c", "padding": "x" * 4000})
+""", str(results), limit=len(before) + 100)
+    assert proc.returncode != 0 and "File too large" in proc.stderr
+    assert results.read_bytes() == before and read_rows(results) == rows
+    append_row(results, _row("c", 0, 0.7))  # with room again, the next row lands whole
+    assert [r["entry"] for r in read_rows(results)] == ["a", "b", "c"]
+
+
+def test_a_full_disk_while_a_checkpoint_is_written_keeps_the_previous_one(tmp_path):
+    import torch
+    from microdense.train.checkpoint_io import SafeCheckpointIO
+    last = tmp_path / "last.ckpt"
+    SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(10)}, "global_step": 1}, last)
+    before = last.read_bytes()
+    proc = _with_full_disk("""
+import torch
+from microdense.train.checkpoint_io import SafeCheckpointIO
+SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(100_000)}, "global_step": 2}, sys.argv[1])
+""", str(last), limit=len(before) * 4)
+    assert proc.returncode != 0 and "File too large" in proc.stderr
+    assert last.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left
+    assert SafeCheckpointIO().load_checkpoint(last)["global_step"] == 1

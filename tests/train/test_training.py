@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import pytest
 import timm
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from microdense.cli import main
@@ -62,6 +63,12 @@ def test_run_folder_holds_everything(trained_run):
         assert float(row["val_top1"]) <= float(row["val_top5"]) == 1.0  # 4 classes: the top 5 always holds the label
         assert 0 < float(row["lr"]) <= 0.2 and float(row["img_s"]) > 0
     assert "model: microdensenet_cifar_tiny" in (out / "config.yaml").read_text()
+    # what made the run, in its config.yaml and in the export's config.json alike
+    made = yaml.safe_load((out / "config.yaml").read_text())["provenance"]
+    assert made == json.loads((out / "config.json").read_text())["microdense"]["provenance"]
+    assert made["code"]["commit"] and made["versions"]["timm"] and made["machine"]["threads"] >= 1
+    assert made["data"]["name"] == "imagefolder" and made["data"]["per_class"] == {f"class{c}": 12 for c in range(4)}
+    assert made["data"]["hashed"] == "file list" and len(made["data"]["sha256"]) == 64
     assert not list(out.glob(".*.tmp")), "temporary files left behind"
     # readable by the team: every file as a plain open() under this umask would make it
     for name in ("model.safetensors", "config.json", "config.yaml", "metrics.csv", "curves.png",
@@ -146,9 +153,29 @@ def test_truncated_and_corrupt_checkpoints_are_refused(trained_run, tmp_path):
         assert_one_line_error(proc, "is truncated or corrupt", 2)
 
 
+class _RunsCode:
+    """An object whose unpickling would call a function: what `weights_only` exists to refuse."""
+
+    def __reduce__(self):
+        return (print, ("this line must never appear",))
+
+
+def test_a_checkpoint_holding_code_is_refused_for_safety_not_called_corrupt(trained_run, tmp_path):
+    tree, out = trained_run
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["callbacks"] = _RunsCode()
+    torch.save(ckpt, tmp_path / "unsafe.ckpt")
+    proc = run_cli("eval", "--checkpoint", str(tmp_path / "unsafe.ckpt"), "--data", "imagefolder", "--data-dir",
+                   str(tree))
+    assert_one_line_error(proc, "was refused for safety, not loaded", 2)
+    assert "(it names print)" in proc.stderr
+    assert "must never appear" not in proc.stdout + proc.stderr and "corrupt" not in proc.stderr
+
+
 @pytest.mark.parametrize("args, text, code", [
     (["--model", "microdensenet_cifar_tin"], "unknown model 'microdensenet_cifar_tin'; did you mean", 2),
     (["--data-dir", "/nonexistent/folder"], "data folder /nonexistent/folder does not exist", 1),
+    (["--data-dir", __file__], f"data folder {__file__} is a file, not a folder; point data_dir at", 1),
     (["--num-classes", "2"], "num_classes 2 is smaller than the 4 classes found", 2),
     (["--model", "darts_cifar", "--genotype", '{"normal": [], "reduce": []}'], "normal cell has 0 entries", 2),
     (["--model", "microdensenet_cifar_tiny", "--set", "model_kwargs={base_width: 12}"],

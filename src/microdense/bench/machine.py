@@ -6,6 +6,8 @@ from typing import Any, Dict
 
 import torch
 
+from microdense.provenance import cpu_name
+
 
 def sync(device: torch.device) -> None:
     """Wait for queued device work, so host clocks time what ran."""
@@ -27,17 +29,6 @@ def matmul_flops(device: torch.device, n: int = 2048, repeats: int = 5) -> float
         sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info(device: torch.device, probe: bool = True) -> Dict[str, Any]:

@@ -6,18 +6,20 @@ autocast) and `grad_checkpointing` (the model's `set_grad_checkpointing()`) are 
 """
 import json
 import os
+import re
 import resource
 import statistics
 import sys
 import time
 from contextlib import nullcontext
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 import yaml
 
 from microdense.bench.machine import sync as _sync
+from microdense.provenance import onednn_verbose
 
 RUN_OPTIONS = ("channels_last", "compile", "amp", "grad_checkpointing", "backend")
 # NOTE: eager measures training and inference; the others serve inference only (img/s and batch-1 latency).
@@ -71,7 +73,7 @@ def _timed(fn, steps: int, device: torch.device) -> float:
 
 
 def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, latency_runs: int,
-            pipeline: bool = False) -> Dict[str, Any]:
+            pipeline: bool = False, kernels: bool = False) -> Dict[str, Any]:
     import microdense  # noqa: F401  (registers the models)
     from microdense.models.size import count_flops_by_module, count_params
     from microdense.models import create_model, resolve_input_size
@@ -137,9 +139,29 @@ def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, la
         # NOTE: a training step costs ~3 forward passes (forward, and backward for inputs and for weights).
         "train_flops": 3 * flops * train_img_s,
     }
+    if kernels and dev.type == "cpu":
+        model.train()
+        result["kernels"] = conv_kernels(onednn_verbose(train_step))
     if pipeline:
         result.update(measure_pipeline(model, batch_size, steps, warmup, dev, options, train_img_s))
     return result
+
+
+def conv_kernels(verbose_lines: List[str]) -> List[Dict[str, Any]]:
+    """oneDNN's convolution kernels in a training step, from its verbose lines: per (implementation, propagation,
+    grouped or not), the calls and milliseconds, most time first."""
+    totals: Dict[Tuple[str, str, bool], List[float]] = {}
+    for line in verbose_lines:
+        f = line.split(",")
+        if len(f) < 9 or f[3] != "exec" or f[5] != "convolution":
+            continue
+        groups = re.match(r"g(\d+)", f[-2])
+        key = (f[6], f[7], bool(groups) and int(groups.group(1)) > 1)
+        calls_ms = totals.setdefault(key, [0, 0.0])
+        calls_ms[0] += 1
+        calls_ms[1] += float(f[-1])
+    return [dict(impl=impl, prop=prop, grouped=grouped, calls=int(calls), ms=round(ms, 3))
+            for (impl, prop, grouped), (calls, ms) in sorted(totals.items(), key=lambda kv: -kv[1][1])]
 
 
 def _measure_inference_backend(spec: str, model: torch.nn.Module, backend: str, x: torch.Tensor, steps: int,

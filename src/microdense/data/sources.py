@@ -6,12 +6,13 @@ Small images (<= 64 px) are decoded once into one uint8 tensor (`TensorImages`);
 files (`FileImages`) for per-image torchvision transforms. Every failure the user can fix is a
 `ValueError` (or, for a missing path, `FileNotFoundError`) naming the path and the fix.
 """
+import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -62,6 +63,25 @@ class DataSource:
     train: Split
     val: Optional[Split]
     classes: List[str]
+    fingerprint: Optional[Dict[str, Any]] = None  # what was read, as `data_fingerprint` describes it
+
+
+def data_fingerprint(name: str, source: DataSource, files: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """What a dataset was, for every result made from it: its images per class (both shipped splits, before any
+    held-out split) and a SHA-256 of its sorted file list (an image tree: paths relative to its root) or, for data
+    that is one tensor (CIFAR's files, the synthetic set), of its pixels and labels."""
+    splits = [s for s in (source.train, source.val) if s is not None]
+    labels = torch.cat([s.labels for s in splits])
+    digest = hashlib.sha256()
+    if files is not None:
+        digest.update("\n".join(sorted(files)).encode())
+    else:
+        for split in splits:
+            digest.update(split.images.contiguous().numpy().tobytes())
+            digest.update(split.labels.numpy().tobytes())
+    counts = torch.bincount(labels, minlength=len(source.classes)).tolist()
+    return {"name": name, "images": len(labels), "per_class": dict(zip(source.classes, counts)),
+            "sha256": digest.hexdigest(), "hashed": "file list" if files is not None else "pixels and labels"}
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -106,9 +126,29 @@ def load_cifar(name: str, root: str, download: bool) -> DataSource:
     return DataSource(to_split(train), to_split(val), list(train.classes))
 
 
-def _scan_folder(root: Path) -> Tuple[List[str], List[str], List[int]]:
+def check_folder(root: Path) -> None:
+    """Refuse a data folder that is missing, or is a file, naming which and the layout expected."""
+    if root.is_file():
+        raise NotADirectoryError(f"data folder {root} is a file, not a folder; point data_dir at a "
+                                 "root/<class>/<image> tree")
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist; expected a root/<class>/<image> tree")
+
+
+def class_count(name: str, root: Optional[str]) -> int:
+    """A dataset's class count, known before any image is read (a study sizes its nets with it)."""
+    if name == "cifar100":
+        return 100
+    if name == "imagefolder" and root:
+        base = Path(root)
+        base = base / "train" if (base / "train").is_dir() else base
+        check_folder(base)
+        return sum(1 for e in os.scandir(base) if e.is_dir())
+    return 10
+
+
+def _scan_folder(root: Path) -> Tuple[List[str], List[str], List[int]]:
+    check_folder(root)
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
     if not classes:
         raise ValueError(f"data folder {root} has no class sub-folders; expected {root}/<class>/<image>")
@@ -205,7 +245,7 @@ def _verify_files(paths: List[str], labels: List[int]) -> FileImages:
 
 
 def _load_tree(root: Path, classes: Optional[List[str]], small: Optional[bool], desc: str
-               ) -> Tuple[Split, List[str], bool]:
+               ) -> Tuple[Split, List[str], bool, List[str]]:
     found, paths, labels = _scan_folder(root)
     if classes is not None and found != classes:
         raise ValueError(f"{root} has classes {found[:5]}... but the training split has {classes[:5]}...; "
@@ -214,18 +254,23 @@ def _load_tree(root: Path, classes: Optional[List[str]], small: Optional[bool], 
     if small is None:
         small = max(size) <= SMALL_IMAGE_MAX_SIDE
     split = _decode_cached(paths, labels, size, desc) if small else _verify_files(paths, labels)
-    return split, found, small
+    return split, found, small, paths
 
 
 def load_imagefolder(root: str) -> DataSource:
     """root/<class>/<image>, or root/train and root/val with that layout inside each (val may be absent)."""
     base = Path(root)
     if (base / "train").is_dir():
-        train, classes, small = _load_tree(base / "train", None, None, "decoding train")
-        val = _load_tree(base / "val", classes, small, "decoding val")[0] if (base / "val").is_dir() else None
-        return DataSource(train, val, classes)
-    data, classes, _ = _load_tree(base, None, None, "decoding images")
-    return DataSource(data, None, classes)
+        train, classes, small, files = _load_tree(base / "train", None, None, "decoding train")
+        val = None
+        if (base / "val").is_dir():
+            val, _, _, val_files = _load_tree(base / "val", classes, small, "decoding val")
+            files = files + val_files
+    else:
+        (train, classes, _, files), val = _load_tree(base, None, None, "decoding images"), None
+    source = DataSource(train, val, classes)
+    relative = [os.path.relpath(f, base) for f in files]
+    return replace(source, fingerprint=data_fingerprint("imagefolder", source, relative))
 
 
 def load_source(kind: str, data_dir: Optional[str], download: bool, val_split: Optional[float], seed: int,
@@ -246,14 +291,16 @@ def load_source(kind: str, data_dir: Optional[str], download: bool, val_split: O
         source = load_imagefolder(data_dir)
     else:
         raise ValueError(f"unknown dataset {kind!r}; choose synthetic, cifar10, cifar100 or imagefolder")
+    if source.fingerprint is None:
+        source = replace(source, fingerprint=data_fingerprint(kind, source))
     if val_split is None and source.val is None:
         log.info("no validation split found: holding out 10%% of the training images (set --val-split)")
         val_split = 0.1
     if val_split:
         train_idx, val_idx = stratified_split(source.train.labels, val_split, seed)
-        source = DataSource(source.train.subset(train_idx), source.train.subset(val_idx), source.classes)
+        source = replace(source, train=source.train.subset(train_idx), val=source.train.subset(val_idx))
     if limit:
         g = torch.Generator().manual_seed(seed)
-        source = DataSource(*(split.subset(torch.randperm(len(split), generator=g)[:limit])
-                              for split in (source.train, source.val)), source.classes)
+        train, val = (s.subset(torch.randperm(len(s), generator=g)[:limit]) for s in (source.train, source.val))
+        source = replace(source, train=train, val=val)
     return source

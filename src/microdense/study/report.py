@@ -156,13 +156,35 @@ def plot_report(path: Path, summaries: List[EntrySummary], title: str) -> None:
 def _machines(rows: List[Dict[str, Any]]) -> List[str]:
     seen = []
     for r in rows:
-        m = r.get("machine") or {}
-        threads = m.get("torch_threads")
-        text = f"{m.get('gpu') or m.get('cpu')}, {m.get('cores')} cores, {threads} torch " \
-               f"thread{'' if threads == 1 else 's'} per run, torch {m.get('torch')}"
+        made = r.get("provenance") or {}
+        m = made.get("machine") or r.get("machine") or {}  # rows before provenance kept `machine` alone
+        threads = m.get("threads", m.get("torch_threads"))
+        torch_version = (made.get("versions") or {}).get("torch") or m.get("torch")
+        isa = f", oneDNN {m['isa']}" if m.get("isa") else ""
+        text = f"{m.get('gpu') or m.get('cpu')}{isa}, {m.get('cores')} cores, {threads} torch " \
+               f"thread{'' if threads == 1 else 's'} per run, torch {torch_version}"
         if text not in seen:
             seen.append(text)
     return seen
+
+
+def _provenance_text(rows: List[Dict[str, Any]]) -> str:
+    """Which commits made the rows (and whether any from uncommitted sources), the libraries, and the data read."""
+    made = [r["provenance"] for r in rows if r.get("provenance")]
+    parts = []
+    commits = sorted({(p["code"].get("commit") or "no git checkout")[:10] + (" (uncommitted changes)"
+                                                                            if p["code"].get("dirty") else "")
+                      for p in made})
+    if commits:
+        parts.append("commit(s) " + ", ".join(f"`{c}`" for c in commits))
+    versions = sorted({", ".join(f"{k} {v}" for k, v in p["versions"].items()) for p in made})
+    parts += versions
+    data = sorted({f"{p['data']['name']}: {p['data']['images']} images, sha256 {p['data']['sha256'][:12]} of its "
+                   f"{p['data']['hashed']}" for p in made if p.get("data")})
+    parts += data
+    if len(made) < len(rows):
+        parts.append(f"{len(rows) - len(made)} row(s) predate these records and name neither commit nor data")
+    return "; ".join(parts)
 
 
 def _data_text(data: Dict[str, Any]) -> str:
@@ -208,6 +230,7 @@ def write_report(folder: Path) -> Report:
               "per run (validation excluded). Both as measured during the runs: on a machine shared with other "
               "work they are indicative only (`microdense bench` measures speed).",
               "- Machine(s): " + "; ".join(_machines(rows)) + ".",
+              "- Made by: " + _provenance_text(rows) + ".",
               "- Command(s): " + "; ".join(f"`{c}`" for c in sorted({r['command'] for r in rows if r.get('command')}))
               + ".", "",
               "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -1,8 +1,9 @@
 """DIR/results.jsonl: one JSON row per finished run, only ever appended to.
 
-Each row is written with one `write` on a file opened for appending, under an exclusive lock, and synced: rows
-from shards sharing DIR never interleave, a crash leaves at most one torn last line (which `read_rows` skips
-with a warning), and no row once written is rewritten. Shards writing to separate folders merge by `cat`.
+Each row is appended under an exclusive lock and synced: rows from shards sharing DIR never interleave, a write that
+fails (a full disk) is cut back off so the file ends with its last whole row, a process killed mid-write leaves at most
+one torn last line (which `read_rows` skips with a warning), and no row once written is rewritten. Shards writing to
+separate folders merge by `cat`.
 """
 import fcntl
 import json
@@ -22,10 +23,17 @@ def append_row(path: Path, row: Dict[str, Any]) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         # NOTE: a torn last line (a crash mid-write) would swallow this row: start on a line of our own.
-        if os.fstat(fd).st_size and not _ends_with_newline(path):
+        size = os.fstat(fd).st_size
+        if size and not _ends_with_newline(path):
             line = b"\n" + line
-        os.write(fd, line)
-        os.fsync(fd)
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(fd, line[written:])
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)  # no half row: the file ends where the last whole row did
+            raise
     finally:
         os.close(fd)  # releases the lock
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
-import torch
 import yaml
 
-from microdense.bench.machine import machine_info
+from microdense.data.sources import class_count
 from microdense.io import atomic_write_text
 from microdense.models import check_model_name
+from microdense.provenance import code_state, source_root
 from microdense.study.results import RESULTS_FILE, append_row, read_rows
 from microdense.study.spec import Entry, PlannedRun, Study, plan, run_config
 from microdense.study.width import match_params, param_count
@@ -57,17 +57,7 @@ def _data_classes(study: Study) -> int:
     """Classifier outputs of the study's runs, known before any image is read (params_like compares whole nets)."""
     if study.overrides.get("num_classes"):
         return int(study.overrides["num_classes"])
-    name = study.data.get("name", "synthetic")
-    if name == "cifar100":
-        return 100
-    if name == "imagefolder" and study.data.get("root"):
-        root = Path(study.data["root"])
-        root = root / "train" if (root / "train").is_dir() else root
-        if not root.is_dir():
-            raise FileNotFoundError(f"data folder {root} does not exist; point the study's data root (or --data-dir) "
-                                    "at a root/<class>/<image> tree")
-        return sum(1 for e in os.scandir(root) if e.is_dir())
-    return 10
+    return class_count(study.data.get("name", "synthetic"), study.data.get("root"))
 
 
 def resolve_entries(study: Study, num_classes: int) -> Dict[str, ResolvedEntry]:
@@ -141,17 +131,23 @@ def _set_aside(run_dir: Path) -> Path:
     return aside
 
 
-def _claim(run_dir: Path) -> Optional[int]:
-    """An exclusive lock on `run_dir`'s lock file, held until the run's row is written; None if another process
-    holds it (the same shard started twice, or a requeued job whose first attempt still runs)."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir.parent / f".{run_dir.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+def _lock(path: Path) -> Optional[int]:
+    """An exclusive lock on the file `path`, or None if another process holds it. The kernel drops it when its
+    process ends, however it ends (a SIGKILL included), so no stale lock outlives a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
     return fd
+
+
+def _claim(run_dir: Path) -> Optional[int]:
+    """The lock on one run, held until its row is written; None if another process holds it (a shard of another
+    split of the study sharing DIR, or a requeued job whose first attempt still runs)."""
+    return _lock(run_dir.parent / f".{run_dir.name}.lock")
 
 
 def _check_folder(run: PlannedRun, run_dir: Path, cfg: TrainConfig) -> None:
@@ -161,13 +157,44 @@ def _check_folder(run: PlannedRun, run_dir: Path, cfg: TrainConfig) -> None:
                              f"{run.name}; move that folder away, or run the study into another --out")
 
 
+def _train_run(study: Study, r: PlannedRun, entry: ResolvedEntry, cfg: TrainConfig, test_dir: Optional[str],
+               progress: bool, command: Optional[str]) -> Dict[str, Any]:
+    """Train (or resume) one run of the study through `microdense train`'s code path; returns its results row."""
+    run_dir = Path(cfg.out)
+    resume = (run_dir / "checkpoints" / "last.ckpt").exists()
+    if not resume and run_dir.exists():
+        log.warning("%s has no checkpoint to resume from; set aside as %s", run_dir, _set_aside(run_dir))
+    cfg = dataclasses.replace(cfg, resume=resume)
+    result = train(cfg, progress=progress)
+    row: Dict[str, Any] = dict(
+        study=study.name, entry=r.entry.label, model=r.entry.model, kwargs=entry.kwargs, overrides=r.entry.overrides,
+        params_like=r.entry.params_like, params=result.params, macs=result.macs, seed=r.seed, budget=study.budget,
+        recipe=study.recipe, epochs=round(result.epochs, 4), steps=result.steps,
+        train_seconds=round(result.train_seconds, 2), seconds=round(result.seconds, 2),
+        img_s=None if result.train_img_s is None else round(result.train_img_s, 2),
+        val_top1=result.val_top1, val_top5=result.val_top5, val_loss=result.val_loss)
+    if test_dir is not None:
+        from microdense.train.evaluate import evaluate
+        test = evaluate(str(run_dir), "imagefolder", test_dir, batch_size=256, workers=cfg.data.workers,
+                        accelerator=cfg.accelerator)
+        row.update(test_top1=test.top1, test_top5=test.top5, test_images=test.images)
+    row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.precision, provenance=result.provenance,
+               command=command, finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    return row
+
+
 def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir: Optional[str] = None,
-              progress: bool = True, command: Optional[str] = None,
+              progress: bool = True, command: Optional[str] = None, allow_dirty: bool = False,
               announce: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> StudyRun:
     """Run this shard's share of `study` into `out`; returns what it ran. Refuses bad input before any run.
 
-    `command`: the command line that asked for it, recorded in every row. `announce` gets one progress line per run.
+    `command`: the command line that asked for it, recorded in every row. `allow_dirty`: run even though the package's
+    sources differ from their commit (each row records it); otherwise that is refused, since no commit could repeat
+    the rows. `announce` gets one progress line per run.
     """
+    if not allow_dirty and code_state()["dirty"]:
+        raise ValueError(f"the microdense sources at {source_root()} have uncommitted changes, so no commit would "
+                         "repeat this study's rows; commit them, or allow it (allow_dirty) and the rows say so")
     entries = resolve_entries(study, _data_classes(study))
     runs = plan(study)
     configs = {r.name: run_config(study, entries[r.entry.label].kwargs, r.entry, r.seed, out / "runs" / r.name)
@@ -182,51 +209,39 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
             raise ValueError(f"{results} holds run {r.name} from another configuration of the study; run the study "
                              "into another --out")
     index, count = shard
-    mine = [r for r in runs if r.index % count == index]
-    todo = [r for r in mine if r.name not in done]
-    for r in todo:
-        _check_folder(r, out / "runs" / r.name, configs[r.name])
-    atomic_write_text(out / STUDY_FILE, _study_text(study, entries))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    started, finished = time.perf_counter(), 0
-    for i, r in enumerate(todo):
-        eta = ""
-        if finished:
-            left = (time.perf_counter() - started) / finished * (len(todo) - i)
-            eta = f", {'shard' if count > 1 else 'study'} ETA {left / 60:.0f} min"
-        announce(f"study {study.name}: run {i + 1}/{len(todo)} of this shard ({len(mine) - len(todo)} done before; "
-                 f"{len(runs)} in the study): {r.entry.label}, seed {r.seed}{eta}")
-        run_dir = out / "runs" / r.name
-        lock = _claim(run_dir)
-        if lock is None:
-            announce(f"study {study.name}: {r.name} is running in another process; left to it")
-            continue
-        if any(row.get("run") == r.name for row in read_rows(results)):  # a twin finished it since we planned
+    shard_lock = _lock(out / f".shard-{index}-of-{count}.lock")
+    if shard_lock is None:
+        raise BlockingIOError(f"study {study.name}: shard {index}/{count} is already running into {out} in another "
+                              "process; let it finish, or run another shard")
+    try:
+        # NOTE: the rows are read again under the lock: a process that held it may have finished runs since.
+        done = {row.get("run"): row for row in read_rows(results)}
+        mine = [r for r in runs if r.index % count == index]
+        todo = [r for r in mine if r.name not in done]
+        for r in todo:
+            _check_folder(r, out / "runs" / r.name, configs[r.name])
+        atomic_write_text(out / STUDY_FILE, _study_text(study, entries))
+        started, finished = time.perf_counter(), 0
+        for i, r in enumerate(todo):
+            eta = ""
+            if finished:
+                left = (time.perf_counter() - started) / finished * (len(todo) - i)
+                eta = f", {'shard' if count > 1 else 'study'} ETA {left / 60:.0f} min"
+            announce(f"study {study.name}: run {i + 1}/{len(todo)} of this shard ({len(mine) - len(todo)} done "
+                     f"before; {len(runs)} in the study): {r.entry.label}, seed {r.seed}{eta}")
+            run_dir = out / "runs" / r.name
+            lock = _claim(run_dir)
+            if lock is None:
+                announce(f"study {study.name}: {r.name} is running in another process; left to it")
+                continue
+            if any(row.get("run") == r.name for row in read_rows(results)):  # a twin finished it since we planned
+                os.close(lock)
+                announce(f"study {study.name}: {r.name} was finished by another process")
+                continue
+            append_row(results, _train_run(study, r, entries[r.entry.label], configs[r.name], test_dir, progress,
+                                           command))
             os.close(lock)
-            announce(f"study {study.name}: {r.name} was finished by another process")
-            continue
-        resume = (run_dir / "checkpoints" / "last.ckpt").exists()
-        if not resume and run_dir.exists():
-            log.warning("%s has no checkpoint to resume from; set aside as %s", run_dir, _set_aside(run_dir))
-        cfg = dataclasses.replace(configs[r.name], resume=resume)
-        result = train(cfg, progress=progress)
-        row: Dict[str, Any] = dict(
-            study=study.name, entry=r.entry.label, model=r.entry.model, kwargs=entries[r.entry.label].kwargs,
-            overrides=r.entry.overrides, params_like=r.entry.params_like, params=result.params, macs=result.macs,
-            seed=r.seed, budget=study.budget, recipe=study.recipe, epochs=round(result.epochs, 4), steps=result.steps,
-            train_seconds=round(result.train_seconds, 2), seconds=round(result.seconds, 2),
-            img_s=None if result.train_img_s is None else round(result.train_img_s, 2),
-            val_top1=result.val_top1, val_top5=result.val_top5, val_loss=result.val_loss)
-        if test_dir is not None:
-            from microdense.train.evaluate import evaluate
-            test = evaluate(str(run_dir), "imagefolder", test_dir, batch_size=256, workers=cfg.data.workers,
-                            accelerator=cfg.accelerator)
-            row.update(test_top1=test.top1, test_top5=test.top5, test_images=test.images)
-        row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.precision,
-                   machine=machine_info(device, probe=False), command=command,
-                   finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
-        append_row(results, row)
-        os.close(lock)
-        finished += 1
-    return StudyRun(ran=finished, skipped=len(mine) - len(todo), planned=len(runs))
-
+            finished += 1
+        return StudyRun(ran=finished, skipped=len(mine) - len(todo), planned=len(runs))
+    finally:
+        os.close(shard_lock)

@@ -23,6 +23,7 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-t
               "transformer-engine-float16")
 CPU_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "64-true")
 SYNTHETIC_DEMO_EPOCHS = 3
+PROVENANCE_KEY = "provenance"  # the section of a saved config.yaml that records what made the run
 
 
 @dataclass
@@ -115,6 +116,7 @@ def _read_yaml(path: Path, what: str) -> Dict[str, Any]:
         raise ValueError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{what} {path} must hold a mapping of field: value")
+    data.pop(PROVENANCE_KEY, None)  # a run folder's record of what made it, not a setting
     return nest(data, f"{what} {path}")
 
 
@@ -208,5 +210,9 @@ def validate_config(cfg: TrainConfig) -> None:
                              f"like 'rand-m9-mstd0.5' ({type(e).__name__}: {e})") from None
 
 
-def save_config(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+def save_config(cfg: TrainConfig, provenance: Optional[Dict[str, Any]] = None) -> str:
+    """The run folder's config.yaml: every field, then (when given) the record of the code, machine and data."""
+    text = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+    if provenance is not None:
+        text += yaml.safe_dump({PROVENANCE_KEY: provenance}, sort_keys=False)
+    return text

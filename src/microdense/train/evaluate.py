@@ -1,5 +1,5 @@
 """`microdense eval`: top-1/top-5/loss of a trained model on a dataset's validation split."""
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -31,7 +31,7 @@ def _eval_source(data: str, data_dir: Optional[str], val_split: Optional[float],
         if not data_dir:
             raise ValueError("an imagefolder dataset needs data_dir: a root/<class>/<image> tree")
         source = load_imagefolder(data_dir)
-        return DataSource(source.train, source.val or source.train, source.classes)
+        return replace(source, val=source.val or source.train)
     return load_source(data, data_dir, False, val_split, seed)
 
 

@@ -9,6 +9,8 @@ import copy
 import dataclasses
 import json
 import os
+import pickle
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ class RunInfo:
     crop_pct: float = 1.0  # eval resize = input side / crop_pct, then a centre crop (small images: 1.0)
     ema: bool = False  # a checkpoint's weights to serve are its EMA copy
     metrics: Dict[str, Optional[float]] = field(default_factory=dict)  # final validation figures
+    provenance: Dict[str, Any] = field(default_factory=dict)  # code, libraries, machine and data that made it
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain lists and numbers: safe for `torch.load(weights_only=True)` and JSON alike."""
@@ -114,9 +117,22 @@ def _load_export(folder: Path) -> LoadedModel:
     return LoadedModel(model, info)
 
 
+def _refused_for_safety(path: Path, e: pickle.UnpicklingError) -> Optional[ValueError]:
+    """The error for a file `weights_only` refused because it holds objects whose unpickling could run code."""
+    if not str(e).startswith("Weights only load failed"):
+        return None
+    named = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+    what = f" (it names {named.group(1)})" if named else ""
+    return ValueError(f"checkpoint {path} was refused for safety, not loaded: it holds Python objects whose loading "
+                      f"could run code{what}; microdense loads only tensors and plain data. Use a checkpoint or "
+                      "model.safetensors that microdense wrote")
+
+
 def _load_lightning(path: Path) -> LoadedModel:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise (_refused_for_safety(path, e) or _corrupt(path, e)) from None
     except Exception as e:  # truncated zip, bad pickle stream, not a checkpoint at all
         raise _corrupt(path, e) from None
     raw = ckpt.get(RUN_INFO_KEY) if isinstance(ckpt, dict) else None

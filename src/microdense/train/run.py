@@ -18,6 +18,7 @@ from microdense.data.datamodule import ImageDataModule
 from microdense.io import atomic_write_text
 from microdense.train.checkpoint_io import SafeCheckpointIO
 from microdense.models import create_model
+from microdense.provenance import provenance
 from microdense.train.config import TrainConfig, save_config, validate_config
 from microdense.train.export import RunInfo, export_model
 from microdense.train.interrupt import StopOnInterrupt, StopRequested
@@ -79,6 +80,7 @@ class TrainResult:
     params: Optional[int] = None  # the model's size, as logged at the start (global rank 0)
     macs: Optional[int] = None  # per image at the training image size
     primary: bool = True  # this process is global rank 0
+    provenance: Dict[str, Any] = dataclasses.field(default_factory=dict)  # code, libraries, machine and data
 
     @property
     def train_img_s(self) -> Optional[float]:
@@ -197,13 +199,15 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     if system.ema is not None:  # NOTE: the weights' running average is kept in eval mode on purpose
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     c, (h, w) = 3, datamodule.image_size
+    made_by = {**provenance(), "data": datamodule.source.fingerprint}
     system.run_info = RunInfo(
         model=cfg.model, model_args=model_args, classes=list(datamodule.source.classes), mean=tuple(datamodule.mean),
         std=tuple(datamodule.std), input_size=(c, h, w), ema=cfg.ema_decay > 0,
-        crop_pct=1.0 if datamodule.small else cfg.data.crop_pct)  # how the validation images are resized
+        crop_pct=1.0 if datamodule.small else cfg.data.crop_pct,  # how the validation images are resized
+        provenance=made_by)
     size = None
     if trainer.is_global_zero:
-        atomic_write_text(run_dir / CONFIG_FILE, save_config(cfg))
+        atomic_write_text(run_dir / CONFIG_FILE, save_config(cfg, made_by))
         size = measure_size(cfg.model, model, (c, h, w))
         log.info("%s: %.3fM parameters, %.1fM MACs per %dx%dx%d image, %d classes; run folder %s", cfg.model,
                  size.params / 1e6, size.macs / 1e6, c, h, w, num_classes, run_dir)
@@ -236,4 +240,5 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         params=size.params if size else None,
         macs=size.macs if size else None,
         primary=trainer.is_global_zero,
+        provenance=made_by,
     )
