@@ -214,9 +214,9 @@ def test_every_packaged_study_runs_in_its_smoke_form(tmp_path, name):
 
 def test_the_study_as_run_is_itself_a_study_that_repeats_it(tmp_path):
     out = tmp_path / "out"
-    quiet_run(write_study(tmp_path, seeds=[0]), out)
+    quiet_run(write_study(tmp_path, seeds=[0], entries=STUDY["entries"][::-1]), out)  # params_like before its target
     as_run = load_study(str(out / "study.yaml"))
-    assert [e.label for e in as_run.entries] == ["tiny", "residual"]
+    assert [e.label for e in as_run.entries] == ["residual", "tiny"]  # the file's order, which the report keeps
     assert "width_multiplier" in as_run.entry("residual").kwargs and as_run.entry("residual").params_like is None
     again = quiet_run(as_run, out)
     assert (again.ran, again.skipped) == (0, 2)  # the same runs: same configurations, nothing to do

@@ -118,7 +118,7 @@ def _study_text(study: Study, entries: Dict[str, ResolvedEntry]) -> str:
                 reference=study.reference,
                 entries=[dict(label=r.entry.label, model=r.entry.model, kwargs=r.kwargs,
                               **({"overrides": r.entry.overrides} if r.entry.overrides else {}))
-                         for r in entries.values()])
+                         for r in (entries[e.label] for e in study.entries)])
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
