@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-gpu-check}
-MICRODENSE=("$PY" -m microdense.cli)
+MICRODENSE=("$PY" -m microdense_cli)
 
 if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu-check: no CUDA GPU visible to torch (torch.cuda.is_available() is False); run this on a GPU machine" >&2

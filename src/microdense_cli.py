@@ -19,6 +19,37 @@ MODEL_NAMES = (
 )
 RECIPES = ("paper", "fast", "budget", "imagenet", "darts")
 DATA_KINDS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+# The flags of `microdense train`, each with the configuration field it sets: the parser and the command read this
+# one table. The values are checked by the configuration itself (microdense.train.config), not here.
+TRAIN_FLAGS = (
+    ("--model", "model.name", dict(help="registered model name (default microdensenet_cifar_tiny)")),
+    ("--num-classes", "model.num_classes", dict(type=int, help="classifier outputs (default: from the data)")),
+    ("--genotype", "model.kwargs.genotype", dict(help="DARTS-space models: DARTS_V1/DARTS_V2, a JSON file or text, "
+                                                      "or a Genotype(...) string")),
+    ("--data", "data.name", dict(choices=DATA_KINDS, help="dataset (default: synthetic)")),
+    ("--data-dir", "data.root", dict(help="dataset folder (CIFAR root, or an ImageFolder tree)")),
+    ("--download", "data.download", dict(action="store_true", default=None, help="download CIFAR if missing")),
+    ("--val-split", "data.val_split", dict(type=float, help="hold out this stratified fraction of the training "
+                                                            "images")),
+    ("--batch-size", "data.batch_size", dict(type=int, help="images per device per step")),
+    ("--workers", "data.workers", dict(type=int, help="loader worker processes (large images)")),
+    ("--recipe", "recipe", dict(choices=RECIPES, help="training recipe (default fast)")),
+    ("--lr", "optim.lr", dict(type=float, help="peak learning rate")),
+    ("--weight-decay", "optim.weight_decay", dict(type=float)),
+    ("--epochs", "run.epochs", dict(type=int)),
+    ("--max-steps", "run.max_steps", dict(type=int, help="stop after this many optimizer steps")),
+    ("--time-budget", "run.time_budget", dict(type=float, metavar="MINUTES",
+                                              help="stop when training has run this long (validation and saving not "
+                                                   "counted); every schedule is fitted to the budget, so the run "
+                                                   "still ends at its final learning rate")),
+    ("--seed", "run.seed", dict(type=int, help="seed for data order, splits and initialisation")),
+    ("--out", "run.out", dict(help="run folder (default runs/<model>-<data>-<time>)")),
+    ("--resume", "run.resume", dict(action="store_true", default=None, help="continue the run in --out")),
+    ("--devices", "run.devices", dict(help="devices per node: a count, 'auto', or a list like '0,1'")),
+    ("--num-nodes", "run.num_nodes", dict(type=int)),
+    ("--precision", "run.precision", dict(help="Lightning precision: 32-true, bf16-mixed, 16-mixed (GPU), ...")),
+    ("--accelerator", "run.accelerator", dict(help="cpu, gpu, auto")),
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -72,31 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     p = sub.add_parser("train", help="train a model (no flags: a short demo run on synthetic data)",
-                       description="Every flag can also be set in a YAML file given with --config; flags win. "
-                                   "Every value is checked before any data is read or any folder is made.")
-    p.add_argument("--config", help="YAML file of training fields")
-    p.add_argument("--model", help="registered model name (default microdensenet_cifar_tiny)")
-    p.add_argument("--num-classes", type=int, help="classifier outputs (default: from the data)")
-    _add_data_args(p, None, checked=False)
-    p.add_argument("--download", action="store_true", default=None, help="download CIFAR if missing")
-    p.add_argument("--recipe", choices=RECIPES, help="training recipe (default fast)")
-    p.add_argument("--genotype", help="DARTS-space models: DARTS_V1/DARTS_V2, a JSON file or text, or a "
-                                      "Genotype(...) string")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    p.add_argument("--time-budget", type=float, metavar="MINUTES",
-                   help="stop when training has run this long (validation and saving not counted); every schedule "
-                        "is fitted to the budget, so the run still ends at its final learning rate")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--out", help="run folder (default runs/<model>-<data>-<time>)")
-    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
-    p.add_argument("--devices", help="devices per node: a count, 'auto', or a list like '0,1'")
-    p.add_argument("--num-nodes", type=int)
-    p.add_argument("--precision", help="Lightning precision: 32-true, bf16-mixed, 16-mixed (GPU), ...")
-    p.add_argument("--accelerator", help="cpu, gpu, auto")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any other training field, e.g. --set ema_decay=0.9998 --set mixup=0.2")
+                       description="Every flag sets one field of the training configuration (shown in brackets); any "
+                                   "field can also be set in a YAML file given with --config, or with --set FIELD="
+                                   "VALUE. Flags win over --set, which wins over the file. Every value is checked "
+                                   "before any data is read or any folder is made.")
+    p.add_argument("--config", help="YAML file of training fields, by section (model, data, optim, run)")
+    for flag, field, kwargs in TRAIN_FLAGS:
+        shown = {} if "choices" in kwargs or "action" in kwargs else dict(metavar=field.rsplit(".", 1)[-1].upper())
+        p.add_argument(flag, dest=field, **{**shown, **kwargs, "help": f"{kwargs.get('help', '')} [{field}]".lstrip()})
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="any other training field by its dotted name, e.g. --set optim.ema_decay=0.9998 --set "
+                        "data.cutout=16")
     p.add_argument("--quiet", action="store_true", help="print only the closing line (warnings still go to stderr)")
 
     p = sub.add_parser("bench", help="speed, memory and hardware efficiency of models, side by side")

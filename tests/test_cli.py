@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from microdense.cli import main
+from microdense_cli import main
 
 
 def test_models_lists_one_name_per_line(capsys):
@@ -35,7 +35,7 @@ def test_info_json(capsys):
 
 
 def test_unknown_model_one_line_with_suggestions_exit_2():
-    proc = subprocess.run([sys.executable, "-m", "microdense.cli", "info", "microdensenet_cifar_bas"],
+    proc = subprocess.run([sys.executable, "-m", "microdense_cli", "info", "microdensenet_cifar_bas"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stdout == ""
@@ -67,7 +67,7 @@ def test_front_door_model_list_is_the_registry():
 
 
 def test_argparse_errors_are_one_line():
-    proc = subprocess.run([sys.executable, "-m", "microdense.cli", "info"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "microdense_cli", "info"], capture_output=True, text=True)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "the following arguments are required: name" in lines[0]

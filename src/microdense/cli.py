@@ -87,7 +87,7 @@ def _parse_set(items: List[str]) -> dict:
         if not sep:
             raise UserError(f"--set takes KEY=VALUE, got {item!r}", exit_code=2)
         try:
-            out[key.replace("-", "_")] = yaml.safe_load(value)
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
         except yaml.YAMLError as e:
             raise UserError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     return out
@@ -107,20 +107,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from microdense.train.config import FIELDS, resolve_config
     from microdense.train.run import CONFIG_FILE, TrainingInterrupted, train
 
-    # the flags that set a field of the data section, and the field each sets
-    data_flags = dict(data="data.name", data_dir="data.root", val_split="data.val_split", batch_size="data.batch_size",
-                      workers="data.workers", download="data.download")
-
     # NOTE: after Lightning's import, which gives its loggers a handler of their own when the root has none.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.quiet:
         _quiet_logs()
-    flags = {data_flags.get(k, k): v for k, v in vars(args).items()
-             if (k in FIELDS or k in data_flags) and v is not None}
+    # NOTE: each train flag stores its value under the field it declares (microdense_cli.TRAIN_FLAGS).
+    flags = {key: value for key, value in vars(args).items()
+             if value is not None and (key in FIELDS or key.startswith("model.kwargs."))}
     cli = {**_parse_set(args.set), **flags}  # flags win over --set
-    config_file = args.config
-    if args.resume and args.out and not config_file and (Path(args.out) / CONFIG_FILE).exists():
-        config_file = str(Path(args.out) / CONFIG_FILE)  # continue the run as it was configured
+    out, config_file = flags.get("run.out"), args.config
+    if flags.get("run.resume") and out and not config_file and (Path(out) / CONFIG_FILE).exists():
+        config_file = str(Path(out) / CONFIG_FILE)  # continue the run as it was configured
     cfg = resolve_config(cli, config_file)
     try:
         result = train(cfg, progress=not args.quiet)
@@ -132,17 +129,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         top1 = "n/a" if result.val_top1 is None else f"{100 * result.val_top1:.2f}%"
         top5 = "n/a" if result.val_top5 is None else f"{100 * result.val_top5:.2f}%"
         rate = "n/a" if result.train_img_s is None else f"{result.train_img_s:.0f} img/s"
-        print(f"done: {cfg.model} on {cfg.data.name}, {result.epochs:.2f} epochs / {result.steps} steps, "
+        print(f"done: {cfg.model.name} on {cfg.data.name}, {result.epochs:.2f} epochs / {result.steps} steps, "
               f"{result.train_seconds:.0f}s training ({result.seconds:.0f}s in all); val top-1 {top1}, top-5 {top5}; "
               f"{rate} in training; run folder {result.run_dir}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from microdense.data.config import DataCfg
     from microdense.train.evaluate import evaluate
 
-    result = evaluate(args.checkpoint, args.data, args.data_dir, args.val_split, args.batch_size, args.workers,
-                      args.seed, args.plot, args.accelerator, args.flip)
+    data = DataCfg(name=args.data, root=args.data_dir, val_split=args.val_split, batch_size=args.batch_size,
+                   workers=args.workers)
+    result = evaluate(args.checkpoint, data, args.seed, args.accelerator, args.flip, args.plot)
     if args.per_class:
         width = max(len(c) for c in result.per_class)
         for name, acc in result.per_class.items():
@@ -272,7 +271,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from microdense.deploy.export import DEFAULT_OPSET, SUFFIXES, export_model_file
-    from microdense.train.export import load_model
+    from microdense.train.saved_model import load_model
 
     if args.format != "onnx" and (args.opset is not None or args.dynamic_batch):
         raise UserError("--opset and --dynamic-batch are ONNX options; drop them or use --format onnx", exit_code=2)
@@ -346,13 +345,3 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("microdense: interrupted", file=sys.stderr)
         return 130
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """`python -m microdense.cli ...`: the same command line as the `microdense` script."""
-    import microdense_cli
-    return microdense_cli.main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

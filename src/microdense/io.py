@@ -28,23 +28,36 @@ def default_mode() -> int:
     return 0o666 & ~_umask()
 
 
+def publish(tmp: PathLike, path: PathLike) -> None:
+    """Make the finished file `tmp` (beside `path`) appear as `path` in one rename, with a plain open's mode."""
+    os.chmod(tmp, default_mode())  # mkstemp and some writers (safetensors) give 0600
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
-def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file next to `path`; on success it replaces `path` in one rename."""
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """A temporary path beside `path`, for writers that want a file name (ONNX, TorchScript); on success it becomes
+    `path` (`publish`), on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        os.chmod(tmp, default_mode())  # mkstemp's 0600 -> what a plain open() would have given
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        yield Path(tmp)
+        publish(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file next to `path`; on success it replaces `path` in one rename, synced first."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from microdense.bench.worker import parse_spec
-from microdense.cli import main
+from microdense_cli import main
 
 
 def test_parse_spec_separates_model_kwargs_and_run_options():

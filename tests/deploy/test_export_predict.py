@@ -9,14 +9,14 @@ import timm
 import torch
 
 import microdense  # noqa: F401  (registers the models)
-from microdense.cli import main
+from microdense_cli import main
 from microdense.deploy.export import export_model_file
 from microdense.models import list_models
-from microdense.train.export import LoadedModel, RunInfo
+from microdense.train.saved_model import LoadedModel, RunInfo
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "microdense.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "microdense_cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, text: str, code: int) -> None:

@@ -114,17 +114,52 @@ def test_dense_aggregation_has_no_shortcut_and_is_not_zeroed():
     assert block.fuse[1].weight.abs().sum() > 0
 
 
-def test_each_layer_reads_all_earlier_features():
-    """Perturbing the entry features changes every layer's input (dense); only the chain in 'residual'."""
+@pytest.mark.parametrize("aggregation", ["micro_dense", "residual"])
+def test_each_layer_reads_all_earlier_features(aggregation):
+    """Each layer is handed the very tensors it should read: in a micro-dense block the entry features and every
+    earlier layer's output, in a residual one the previous output alone. And perturbing one feature changes exactly
+    what comes after it: every later layer and the block output, no earlier layer."""
     torch.manual_seed(0)
-    for aggregation, reads in (("micro_dense", [[0], [0, 1], [0, 1, 2]]), ("residual", [[0], [1], [2]])):
-        block = MicroDenseBlock(8, 8, MicroDenseBlockCfg(base_width=4, group_width=2, aggregation=aggregation))
-        seen = []
-        for layer in block.layers:
-            layer.register_forward_pre_hook(lambda m, args: seen.append([f.shape[1] for f in args[0]]))
-        block(torch.randn(1, 8, 4, 4))
-        widths = (4,) + block.channels.widths
-        assert seen == [[widths[i] for i in r] for r in reads], aggregation
+    block = MicroDenseBlock(8, 8, MicroDenseBlockCfg(base_width=4, group_width=2, aggregation=aggregation,
+                                                     zero_init_residual=False)).eval()
+    features, inputs = [], []
+    producers = [block.entry, *block.layers]
+    for m in producers:
+        m.register_forward_hook(lambda m, args, out: features.append(out))
+    for layer in block.layers:
+        layer.register_forward_pre_hook(lambda m, args: inputs.append(list(args[0])))
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        base = block(x)
+    for i, got in enumerate(inputs):  # layer i + 1's input, by identity
+        expected = features[:i + 1] if aggregation == "micro_dense" else features[i:i + 1]
+        assert len(got) == len(expected) and all(a is b for a, b in zip(got, expected)), (aggregation, i)
+    clean = [f.clone() for f in features]
+    for j, producer in enumerate(producers):
+        features.clear()
+        handle = producer.register_forward_hook(lambda m, args, out: out + 1.0, prepend=True)
+        with torch.no_grad():
+            out = block(x)
+        handle.remove()
+        changed = [not torch.allclose(a, b) for a, b in zip(features, clean)]
+        assert changed == [k >= j for k in range(len(producers))], (aggregation, j, changed)
+        assert not torch.allclose(out, base)
+
+
+def test_drop_path_drops_whole_branches_at_the_configured_rate_in_training_only():
+    torch.manual_seed(0)
+    block = MicroDenseBlock(8, 8, MicroDenseBlockCfg(base_width=4, group_width=2, zero_init_residual=False),
+                            drop_path=0.3)
+    x = torch.randn(4000, 8, 2, 2)
+    with torch.no_grad():
+        branch = block.residual(x)
+        kept = (block(x) - x).flatten(1)  # identity shortcut: what is left is the (scaled) branch, or nothing
+    dropped = kept.abs().amax(1) == 0
+    assert abs(dropped.float().mean().item() - 0.3) < 0.03
+    torch.testing.assert_close(kept[~dropped], branch.flatten(1)[~dropped] / 0.7)  # survivors scaled by 1 / keep
+    block.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), x + block.residual(x))  # nothing dropped at evaluation
 
 
 def _outputs_and_grads(block, x):

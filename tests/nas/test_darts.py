@@ -151,6 +151,13 @@ def test_malformed_genotypes_point_at_the_bad_entry(mutate, message):
         parse_genotype(json.dumps(data))
 
 
-def test_genotype_strings_are_never_evaluated():
+@pytest.mark.parametrize("template", [
+    "Genotype(normal=[open({path!r}, 'w').write('ran')], normal_concat=[2], reduce=[], reduce_concat=[2])",
+    "Genotype(normal=__import__('pathlib').Path({path!r}).touch(), reduce=[])",
+    "{{'normal': __import__('pathlib').Path({path!r}).touch(), 'reduce': []}}",
+])
+def test_genotype_strings_are_never_evaluated(tmp_path, template):
+    marker = tmp_path / "ran"  # evaluating any of these strings would create it
     with pytest.raises(ValueError):
-        parse_genotype("Genotype(normal=__import__('os').system('echo pwned'), reduce=[])")
+        parse_genotype(template.format(path=str(marker)))
+    assert not marker.exists()

@@ -55,7 +55,7 @@ def test_a_study_runs_every_entry_and_seed_then_skips_them(tmp_path):
         assert data["name"] == "synthetic" and data["images"] == sum(data["per_class"].values()) and data["sha256"]
         run = out / "runs" / r["run"]
         assert (run / "model.safetensors").exists() and (run / "config.yaml").exists()  # train's own run folder
-        assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == r["seed"]
+        assert yaml.safe_load((run / "config.yaml").read_text())["run"]["seed"] == r["seed"]
     tiny, residual = (next(r for r in rows if r["entry"] == e) for e in ("tiny", "residual"))
     assert residual["kwargs"]["aggregation"] == "residual" and "width_multiplier" in residual["kwargs"]
     assert abs(residual["params"] / tiny["params"] - 1) <= 0.03
@@ -172,7 +172,7 @@ def test_report_of_an_empty_folder_says_what_to_do(tmp_path):
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "microdense.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "microdense_cli", *args], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("changes, shard, message", [
@@ -287,11 +287,11 @@ def test_a_run_a_twin_finished_after_planning_is_not_trained_again(tmp_path, mon
 
 # --- what a shared machine does to a study: SIGKILL, a second start, a full disk ---------------------------------
 
-LONG = dict(seeds=[0], entries=STUDY["entries"][:1], budget={"steps": 60}, overrides={"checkpoint_every": 4})
+LONG = dict(seeds=[0], entries=STUDY["entries"][:1], budget={"steps": 60}, overrides={"run": {"checkpoint_every": 4}})
 
 
 def _start(path: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "microdense.cli", "study", "run", str(path), "--out", str(out),
+    return subprocess.Popen([sys.executable, "-m", "microdense_cli", "study", "run", str(path), "--out", str(out),
                              "--quiet", "--allow-dirty"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -32,9 +32,9 @@ def study(**changes):
     (dict(entries=[{"model": TINY, "label": "x"}, {"model": TINY, "label": "X"}]), "are not distinct"),
     (dict(entries=[{"model": TINY, "params_like": "nobody"}]), "params_like 'nobody', which is no entry's label"),
     (dict(reference="c"), "reference 'c' is no entry's label"),
-    (dict(overrides={"epochs": 5}), r"overrides may not set \['epochs'\]"),
+    (dict(overrides={"epochs": 5}), r"overrides may not set \['run.epochs'\]"),
     (dict(overrides={"learning_rate": 0.1}), "unknown field 'learning_rate'"),
-    (dict(entries=[{"model": TINY, "overrides": {"seed": 3}}]), r"entry 1's overrides may not set \['seed'\]"),
+    (dict(entries=[{"model": TINY, "overrides": {"seed": 3}}]), r"entry 1's overrides may not set \['run.seed'\]"),
     (dict(entries=[{"model": TINY, "overrides": [1]}]), "entry 1's overrides must be a mapping"),
 ])
 def test_a_bad_study_file_is_refused_with_what_to_fix(changes, message):
@@ -50,11 +50,14 @@ def test_the_fields_a_study_owns_are_training_fields():
 
 def test_entry_overrides_change_that_entry_s_runs_alone(tmp_path):
     from microdense.study.spec import run_config
-    s = study(overrides={"label_smoothing": 0.2},
-              entries=[{"model": TINY, "label": "a"}, {"model": TINY, "label": "ema", "overrides": {"ema_decay": 0.99}}])
+    # the sections' layout, dotted names and the flat layout of older study files all read the same
+    s = study(overrides={"optim": {"label_smoothing": 0.2}},
+              entries=[{"model": TINY, "label": "a"},
+                       {"model": TINY, "label": "ema", "overrides": {"optim.ema_decay": 0.99, "val_flip": True}}])
     a, ema = (run_config(s, {}, s.entry(label), 0, tmp_path) for label in ("a", "ema"))
-    assert (a.ema_decay, ema.ema_decay) == (0.0, 0.99)
-    assert a.label_smoothing == ema.label_smoothing == 0.2 and a.epochs == ema.epochs == 1
+    assert (a.optim.ema_decay, ema.optim.ema_decay) == (0.0, 0.99) and (a.run.val_flip, ema.run.val_flip) == (
+        False, True)
+    assert a.optim.label_smoothing == ema.optim.label_smoothing == 0.2 and a.run.epochs == ema.run.epochs == 1
 
 
 def test_plan_is_seed_by_seed_and_shards_partition_it():

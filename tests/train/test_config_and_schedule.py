@@ -1,28 +1,40 @@
-"""Configuration precedence and the learning-rate schedules."""
+"""Configuration sections, precedence, the flat layout of earlier runs, and the learning-rate schedules."""
+import dataclasses
+from pathlib import Path
+
 import pytest
 
-from microdense.train.config import TrainConfig, resolve_config, save_config, validate_config
+from microdense.train.config import OptimCfg, RunCfg, TrainConfig, resolve_config, save_config
 from microdense.train.progress import RunProgress
 from microdense.train.system import lr_factor, warmup_fraction
+
+COMMITTED_RUNS = sorted((Path(__file__).resolve().parents[2] / "docs" / "results").glob("*/runs/*/config.yaml"))
 
 
 def test_precedence_defaults_recipe_file_flags(tmp_path):
     cfg = resolve_config({})
-    assert (cfg.model, cfg.data.name, cfg.recipe) == ("microdensenet_cifar_tiny", "synthetic", "fast")
-    assert cfg.epochs == 3 and cfg.data.batch_size == 256 and cfg.schedule == "onecycle"  # demo epochs, fast recipe
+    assert (cfg.model.name, cfg.data.name, cfg.recipe) == ("microdensenet_cifar_tiny", "synthetic", "fast")
+    assert cfg.run.epochs == 3 and cfg.data.batch_size == 256 and cfg.optim.schedule == "onecycle"  # demo, fast
     paper = resolve_config({"recipe": "paper", "data.name": "cifar10"})
-    assert (paper.epochs, paper.data.batch_size, paper.lr, paper.schedule) == (300, 64, 0.1, "step")
-    # the data section merges key by key: a file's cutout joins the recipe's batch size, a flag wins over both
+    assert (paper.run.epochs, paper.data.batch_size, paper.optim.lr, paper.optim.schedule) == (300, 64, 0.1, "step")
+    # a section merges field by field: a file's cutout joins the recipe's batch size, a flag wins over both
     f = tmp_path / "d.yaml"
     f.write_text("recipe: paper\ndata:\n  cutout: 8\n  batch_size: 32\n")
     merged = resolve_config({"data.batch_size": 16}, str(f))
     assert (merged.data.cutout, merged.data.batch_size, merged.data.crop_padding) == (8, 16, 4)
     f = tmp_path / "c.yaml"
-    f.write_text("recipe: paper\nlr: 0.05\nepochs: 7\n")
-    cfg = resolve_config({"lr": 0.02}, str(f))
-    assert (cfg.recipe, cfg.epochs, cfg.lr, cfg.weight_decay) == ("paper", 7, 0.02, 1e-4)
-    again = resolve_config({}, _write(tmp_path / "saved.yaml", save_config(cfg)))
+    f.write_text("recipe: paper\noptim:\n  lr: 0.05\nrun:\n  epochs: 7\n")
+    cfg = resolve_config({"optim.lr": 0.02}, str(f))
+    assert (cfg.recipe, cfg.run.epochs, cfg.optim.lr, cfg.optim.weight_decay) == ("paper", 7, 0.02, 1e-4)
+    again = resolve_config({}, _write(tmp_path / "saved.yaml", save_config(cfg, provenance={"code": {}})))
     assert again == cfg
+
+
+def test_model_kwargs_merge_key_by_key_and_a_flag_sets_one_of_them():
+    cfg = resolve_config({"recipe": "darts", "model.name": "darts_cifar", "model.kwargs.genotype": "DARTS_V1",
+                          "model.kwargs": {"layers": 8}})
+    assert cfg.model.kwargs == {"auxiliary": True, "layers": 8, "genotype": "DARTS_V1"}  # recipe, file, flag
+    assert cfg.model.drop_path_rate == 0.2
 
 
 def _write(path, text):
@@ -31,44 +43,88 @@ def _write(path, text):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("lr: [", "is not valid YAML"),
+    ("optim: {lr: [", "is not valid YAML"),
     ("- a\n- b\n", "must hold a mapping"),
     ("learning_rate: 0.1\n", "names unknown field 'learning_rate'"),
-    ("batch_size: 64\n", "names unknown field 'batch_size'; fields are"),
-    ("data:\n  batchsize: 64\n", "names unknown data field(s) ['batchsize']"),
+    ("batch_size: 64\n", "names unknown field 'batch_size'; it moved to data.batch_size"),
+    ("data:\n  batchsize: 64\n", "names unknown field 'data.batchsize'; did you mean data.batch_size"),
     ("data: cifar10\n", "TrainConfig.data: needs a mapping, got 'cifar10'"),
-    ("schedule: linear\n", "TrainConfig.schedule: unknown value 'linear'"),
+    ("optim: {schedule: linear}\n", "OptimCfg.schedule: unknown value 'linear'"),
+    ("model: {kwargs: {base_width: 12}}\n", "MicroDenseBlockCfg.base_width: 12 is not divisible by group_width 8"),
 ])
 def test_bad_config_files(tmp_path, content, message):
-    with pytest.raises((ValueError, TypeError), match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises((ValueError, TypeError), match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+                       .replace("?", r"\?")):
         resolve_config({}, _write(tmp_path / "c.yaml", content))
 
 
+def test_a_moved_field_on_the_command_line_says_where_it_went():
+    for name, where in (("workers", "data.workers"), ("lr", "optim.lr"), ("model_kwargs", "model.kwargs"),
+                        ("epochs", "run.epochs")):
+        with pytest.raises(ValueError, match=f"unknown field '{name}'; it moved to {where}"):
+            resolve_config({name: 1})
+
+
+@pytest.mark.parametrize("path", COMMITTED_RUNS, ids=lambda p: f"{p.parts[-4]}/{p.parts[-2]}")
+def test_every_committed_run_config_still_loads_as_it_ran(path):
+    """Run folders saved in the flat layout (every committed study's) load with each value at its new place, so
+    they resume and their studies recognise them."""
+    import yaml
+    saved = yaml.safe_load(path.read_text())
+    cfg = resolve_config({}, str(path))
+    if "optim" in saved:  # saved in the sections' layout already
+        assert save_config(cfg) == yaml.safe_dump({k: v for k, v in saved.items() if k != "provenance"},
+                                                  sort_keys=False)
+        return
+    assert (cfg.model.name, cfg.model.kwargs, cfg.data) == (saved["model"], saved["model_kwargs"],
+                                                             type(cfg.data)(**saved["data"]))
+    for section, default in ((cfg.optim, OptimCfg()), (cfg.run, RunCfg(epochs=1))):  # a field added since: default
+        assert dataclasses.asdict(section) == {k: saved.get(k, v) for k, v in dataclasses.asdict(default).items()}
+    # a drop rate of 0.0 was never passed to the model then: the model's own default ruled, as None says now
+    assert (cfg.model.drop_rate, cfg.model.drop_path_rate) == (saved["drop_rate"] or None,
+                                                               saved["drop_path_rate"] or None)
+
+
+def test_every_recipe_resolves_to_its_own_values():
+    """Each packaged recipe's file, field by field, is what a run made from it gets."""
+    from microdense.train.config import RECIPES, recipe_values
+    for name in RECIPES:
+        model = "darts_cifar" if name == "darts" else "microdensenet_cifar_tiny"
+        cfg = resolve_config({"recipe": name, "model.name": model, "data.name": "cifar10", "run.epochs": 1})
+        values = recipe_values(name)
+        assert set(values) <= {"model", "data", "optim", "run"} and values["optim"]
+        for section, fields in values.items():
+            for field, value in fields.items():
+                expected = {**value, **cfg.model.kwargs} if field == "kwargs" else value
+                got = getattr(getattr(cfg, section), field)
+                assert got == (1 if (section, field) == ("run", "epochs") else expected), (name, section, field)
+
+
 def test_step_schedule_divides_at_milestones():
-    cfg = TrainConfig(schedule="step", epochs=10, milestones=[0.5, 0.75])
+    optim = OptimCfg(schedule="step", milestones=[0.5, 0.75])
     progress = RunProgress(total_steps=100, budget_s=None)  # 10 epochs of 10 steps
-    f = [lr_factor(cfg, progress.at(s), 0) for s in (0, 49, 50, 74, 75, 99)]
+    f = [lr_factor(optim, progress.at(s), 0) for s in (0, 49, 50, 74, 75, 99)]
     assert f == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_cosine_and_onecycle_shapes():
-    cos = TrainConfig(schedule="cosine")
+    cos = OptimCfg(schedule="cosine")
     assert lr_factor(cos, 0.0, 0.1) == 0.0  # linear warm-up from 0
     assert lr_factor(cos, 0.05, 0.1) == pytest.approx(0.5)
     assert lr_factor(cos, 0.1, 0.1) == pytest.approx(1.0)
     assert lr_factor(cos, 0.55, 0.1) == pytest.approx(0.5)
     assert lr_factor(cos, 1.0, 0.1) == pytest.approx(0.0, abs=1e-12)
-    one = TrainConfig(schedule="onecycle")
+    one = OptimCfg(schedule="onecycle")
     assert lr_factor(one, 0.0, 0.1) == pytest.approx(1 / 25)
     assert lr_factor(one, 0.1, 0.1) == pytest.approx(1.0)
     assert lr_factor(one, 1.0, 0.1) == pytest.approx(1 / 25_000)
 
 
 def test_warmup_is_a_fraction_of_the_run():
-    assert warmup_fraction(TrainConfig(warmup_fraction=0.2), 10, None) == 0.2
-    assert warmup_fraction(TrainConfig(warmup_epochs=1, epochs=10), 10, 100) == pytest.approx(0.1)
+    assert warmup_fraction(OptimCfg(warmup_fraction=0.2), 10, None) == 0.2
+    assert warmup_fraction(OptimCfg(warmup_epochs=1), 10, 100) == pytest.approx(0.1)
     # a run cut short by max_steps keeps at most half of itself for warm-up
-    assert warmup_fraction(TrainConfig(warmup_epochs=1, epochs=30, max_steps=3), 1405, 3) == 0.5
+    assert warmup_fraction(OptimCfg(warmup_epochs=1), 1405, 3) == 0.5
 
 
 class FakeClock:
@@ -141,20 +197,22 @@ def test_step_limit_ends_at_progress_one():
     assert [progress.done_after(s) for s in range(5)] == [False] * 4 + [True]
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"epochs": None, "max_steps": -1}, "nothing says when to stop"),
-    ({"warmup_epochs": 1, "warmup_fraction": 0.1}, "warmup_epochs is set too"),
-    ({"epochs": None, "time_budget": 5, "warmup_epochs": 1}, "set warmup_fraction instead"),
-    ({"time_budget": 0}, "TrainConfig.time_budget: 0 is out of range"),
+@pytest.mark.parametrize("make, message", [
+    (lambda: RunCfg(epochs=None, max_steps=-1), "nothing says when to stop"),
+    (lambda: OptimCfg(warmup_epochs=1, warmup_fraction=0.1), "warmup_epochs is set too"),
+    (lambda: TrainConfig(optim=OptimCfg(warmup_epochs=1), run=RunCfg(time_budget=5)), "set warmup_fraction instead"),
+    (lambda: RunCfg(epochs=1, time_budget=0), "RunCfg.time_budget: 0 is out of range"),
+    (lambda: dataclasses.replace(TrainConfig(), run=dataclasses.replace(TrainConfig().run, epochs=None)),
+     "nothing says when to stop"),
 ])
-def test_stopping_and_warmup_rules(values, message):
+def test_a_configuration_is_checked_where_it_is_made(make, message):
     with pytest.raises(ValueError, match=message):
-        validate_config(TrainConfig(**{"epochs": 1, **values}))
+        make()
 
 
 def test_budget_recipe_needs_only_a_budget():
-    cfg = resolve_config({"recipe": "budget", "time_budget": 10, "data.name": "cifar10"})
-    assert cfg.epochs is None and cfg.time_budget == 10 and cfg.warmup_fraction > 0
+    cfg = resolve_config({"recipe": "budget", "run.time_budget": 10, "data.name": "cifar10"})
+    assert cfg.run.epochs is None and cfg.run.time_budget == 10 and cfg.optim.warmup_fraction > 0
     with pytest.raises(ValueError, match="nothing says when to stop"):
         resolve_config({"recipe": "budget", "data.name": "cifar10"})
 
@@ -169,9 +227,9 @@ def test_lookahead_pulls_the_weights_back_every_k_steps(lookahead, expected_move
 
     from microdense.train.system import ClassificationSystem
     model = nn.Linear(3, 2)
-    cfg = TrainConfig(lookahead=lookahead, lookahead_k=2, lookahead_alpha=0.5, momentum=0.0, nesterov=False,
-                      weight_decay=0.0)
-    opt = ClassificationSystem(model, cfg, num_classes=2).configure_optimizers()
+    optim = OptimCfg(lookahead=lookahead, lookahead_k=2, lookahead_alpha=0.5, momentum=0.0, nesterov=False,
+                     weight_decay=0.0)
+    opt = ClassificationSystem(model, optim, num_classes=2).configure_optimizers()
     start = model.weight.detach().clone()
     for lr in (0.1, 0.1, 0.1, 0.3):
         for group in opt.param_groups:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from microdense.cli import main
+from microdense_cli import main
 
 DDP_SCRIPT = textwrap.dedent("""
     import json, sys
@@ -31,7 +31,7 @@ DDP_SCRIPT = textwrap.dedent("""
                 train_batches=trainer.num_training_batches)))
 
     cfg = resolve_config({"data": dict(name="imagefolder", root=sys.argv[1], val_split=0.25, batch_size=5),
-                          "epochs": 2, "accelerator": "cpu", "devices": "2", "out": sys.argv[2]})
+                          "run": dict(epochs=2, accelerator="cpu", devices="2", out=sys.argv[2])})
     train(cfg, callbacks=[RecordRank()])
 """)
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from microdense.cli import main
+from microdense_cli import main
 
 
 @pytest.mark.data
@@ -12,7 +12,7 @@ def test_train_and_eval_on_shared_cifar10_images(shared_cifar, tmp_path, capsys)
     out = tmp_path / "run"
     assert main(["train", "--data", "imagefolder", "--data-dir", str(shared_cifar), "--val-split", "0.1",
                  "--max-steps", "3", "--batch-size", "32", "--out", str(out), "--accelerator", "cpu",
-                 "--devices", "1", "--set", "checkpoint_every=3"]) == 0
+                 "--devices", "1", "--set", "run.checkpoint_every=3"]) == 0
     assert (out / "model.safetensors").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(out), "--data", "imagefolder", "--data-dir", str(shared_cifar),

@@ -15,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from microdense.cli import main
+from microdense_cli import main
 from microdense.io import default_mode
 from microdense.train.config import resolve_config
 from microdense.train.report import read_metrics
@@ -27,7 +27,7 @@ TRAIN = ["train", "--data", "imagefolder", "--val-split", "0.25", "--batch-size"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "microdense.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "microdense_cli", *args], capture_output=True, text=True)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, text: str, code: int) -> None:
@@ -62,7 +62,7 @@ def test_run_folder_holds_everything(trained_run):
         assert float(row["val_top1"]) * 12 == pytest.approx(round(float(row["val_top1"]) * 12), abs=1e-4)
         assert float(row["val_top1"]) <= float(row["val_top5"]) == 1.0  # 4 classes: the top 5 always holds the label
         assert 0 < float(row["lr"]) <= 0.2 and float(row["img_s"]) > 0
-    assert "model: microdensenet_cifar_tiny" in (out / "config.yaml").read_text()
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["name"] == "microdensenet_cifar_tiny"
     # what made the run, in its config.yaml and in the export's config.json alike
     made = yaml.safe_load((out / "config.yaml").read_text())["provenance"]
     assert made == json.loads((out / "config.json").read_text())["microdense"]["provenance"]
@@ -98,8 +98,8 @@ def test_eval_reproduces_final_validation_accuracy(trained_run, tmp_path, capsys
 
 def test_eval_flip_averages_each_image_with_its_mirror(trained_run, capsys):
     from microdense.data.config import DataCfg
-    from microdense.data.datamodule import ImageDataModule
-    from microdense.train.export import load_model
+    from microdense.train.datamodule import ImageDataModule
+    from microdense.train.saved_model import load_model
     tree, out = trained_run
     common = ["eval", "--checkpoint", str(out), "--data", "imagefolder", "--data-dir", str(tree), "--val-split",
               "0.25", "--json", "--accelerator", "cpu"]
@@ -178,7 +178,7 @@ def test_a_checkpoint_holding_code_is_refused_for_safety_not_called_corrupt(trai
     (["--data-dir", __file__], f"data folder {__file__} is a file, not a folder; point data_dir at", 1),
     (["--num-classes", "2"], "num_classes 2 is smaller than the 4 classes found", 2),
     (["--model", "darts_cifar", "--genotype", '{"normal": [], "reduce": []}'], "normal cell has 0 entries", 2),
-    (["--model", "microdensenet_cifar_tiny", "--set", "model_kwargs={base_width: 12}"],
+    (["--model", "microdensenet_cifar_tiny", "--set", "model.kwargs={base_width: 12}"],
      "MicroDenseBlockCfg.base_width: 12 is not divisible by group_width 8", 2),
 ])
 def test_bad_training_input_is_one_line(image_tree, tmp_path, args, text, code):
@@ -201,7 +201,7 @@ def test_baselines_and_nas_models_train_with_their_recipes(tmp_path, model, reci
 
 def test_a_model_argument_the_model_lacks_is_one_line(image_tree, tmp_path):
     proc = run_cli(*TRAIN, "--data-dir", str(image_tree), "--out", str(tmp_path / "run"),
-                   "--model", "densenet_bc100_k12_cifar", "--set", "drop_path_rate=0.1")
+                   "--model", "densenet_bc100_k12_cifar", "--set", "model.drop_path_rate=0.1")
     assert_one_line_error(proc, "cannot build densenet_bc100_k12_cifar", 2)
 
 
@@ -225,15 +225,15 @@ KILL_SCRIPT = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, like a lost machine
 
     cfg = resolve_config({"data.name": "imagefolder", "data.root": sys.argv[1], "data.val_split": 0.25,
-                          "data.batch_size": 8, "epochs": 2, "accelerator": "cpu", "devices": "1",
-                          "deterministic": True, "checkpoint_every": 1, "out": sys.argv[3],
-                          "time_budget": float(sys.argv[4]) if len(sys.argv) > 4 else None})
+                          "data.batch_size": 8, "run.epochs": 2, "run.accelerator": "cpu", "run.devices": "1",
+                          "run.deterministic": True, "run.checkpoint_every": 1, "run.out": sys.argv[3],
+                          "run.time_budget": float(sys.argv[4]) if len(sys.argv) > 4 else None})
     train(cfg, callbacks=[KillAt()])
 """)
 
 
 def test_resume_after_kill_matches_uninterrupted_run(image_tree, tmp_path):
-    common = [*TRAIN, "--data-dir", str(image_tree), "--set", "deterministic=true", "--set", "checkpoint_every=1"]
+    common = [*TRAIN, "--data-dir", str(image_tree), "--set", "run.deterministic=true", "--set", "run.checkpoint_every=1"]
     assert main([*common, "--out", str(tmp_path / "straight")]) == 0
 
     script = tmp_path / "kill.py"
@@ -269,13 +269,13 @@ class RecordLearningRates(pl.Callback):
 def test_time_budget_stops_the_run_at_the_schedules_final_learning_rate(image_tree, tmp_path):
     budget_min = 0.05  # 3 s of training; 1000 epochs would take minutes
     cfg = resolve_config({"recipe": "budget", "data.name": "imagefolder", "data.root": str(image_tree),
-                          "data.val_split": 0.25, "data.batch_size": 8, "epochs": 1000, "time_budget": budget_min,
-                          "accelerator": "cpu", "devices": "1", "out": str(tmp_path / "run")})
-    assert cfg.channels_last and cfg.warmup_fraction > 0
+                          "data.val_split": 0.25, "data.batch_size": 8, "run.epochs": 1000, "run.time_budget": budget_min,
+                          "run.accelerator": "cpu", "run.devices": "1", "run.out": str(tmp_path / "run")})
+    assert cfg.run.channels_last and cfg.optim.warmup_fraction > 0
     record = RecordLearningRates()
     result = train(cfg, callbacks=[record], progress=False)
     assert 0 < result.steps < 4000 and len(record.lrs) == result.steps
-    assert record.lrs[-1] == pytest.approx(cfg.lr * lr_factor(cfg, 1.0, 0.0)) == cfg.lr / 25_000
+    assert record.lrs[-1] == pytest.approx(cfg.optim.lr * lr_factor(cfg.optim, 1.0, 0.0)) == cfg.optim.lr / 25_000
     assert all(lr > record.lrs[-1] for lr in record.lrs[:-1]), "the final value is reached at the last step only"
     peak = record.lrs.index(max(record.lrs))
     assert all(a >= b for a, b in zip(record.lrs[peak:], record.lrs[peak + 1:])), "anneals after the peak"
@@ -297,8 +297,8 @@ def test_resume_keeps_the_training_seconds_already_spent(image_tree, tmp_path):
     saved = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["microdense_progress"]
     assert saved["elapsed"] > 0
 
-    cfg = resolve_config({"out": str(killed), "resume": True}, str(killed / "config.yaml"))
-    assert cfg.time_budget == 10
+    cfg = resolve_config({"run.out": str(killed), "run.resume": True}, str(killed / "config.yaml"))
+    assert cfg.run.time_budget == 10
     record = RecordLearningRates()
     result = train(cfg, callbacks=[record], progress=False)
     assert record.started_at == saved["elapsed"]
@@ -309,8 +309,8 @@ def test_resume_keeps_the_training_seconds_already_spent(image_tree, tmp_path):
 
 def test_ctrl_c_saves_last_checkpoint_and_resumes(image_tree, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "microdense.cli", *TRAIN, "--data-dir", str(image_tree), "--out", str(out),
-           "--batch-size", "4", "--epochs", "100", "--set", "checkpoint_every=1", "--quiet"]
+    cmd = [sys.executable, "-m", "microdense_cli", *TRAIN, "--data-dir", str(image_tree), "--out", str(out),
+           "--batch-size", "4", "--epochs", "100", "--set", "run.checkpoint_every=1", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last = out / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
@@ -351,8 +351,8 @@ def test_runs_carry_no_advice_that_does_not_apply(image_tree, tmp_path, monkeypa
     import lightning.pytorch.trainer.connectors.data_connector as connector
     monkeypatch.setattr(connector, "suggested_max_num_workers", lambda devices: 15)
     cfg = resolve_config({"data.name": "imagefolder", "data.root": str(image_tree), "data.val_split": 0.25,
-                          "data.batch_size": 8, "max_steps": 1, "ema_decay": 0.99, "accelerator": "cpu",
-                          "devices": "1", "out": str(tmp_path / "run")})
+                          "data.batch_size": 8, "run.max_steps": 1, "optim.ema_decay": 0.99, "run.accelerator": "cpu",
+                          "run.devices": "1", "run.out": str(tmp_path / "run")})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train(cfg, progress=False)

@@ -217,8 +217,8 @@ def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup
     import lightning.pytorch as pl
 
     from microdense.data.config import DataCfg
-    from microdense.data.datamodule import ImageDataModule
-    from microdense.train.config import TrainConfig
+    from microdense.train.datamodule import ImageDataModule
+    from microdense.train.config import OptimCfg, RunCfg
     from microdense.train.system import ClassificationSystem
 
     class StepTimer(pl.Callback):
@@ -238,8 +238,8 @@ def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup
     data = DataCfg(name="synthetic", batch_size=batch_size, workers=0)
     datamodule = ImageDataModule(data)
     datamodule.setup("fit")
-    cfg = TrainConfig(data=data, channels_last=bool(options.get("channels_last")), epochs=1)
-    system = ClassificationSystem(model, cfg, model.num_classes, steps_per_epoch=warmup + steps)
+    run = RunCfg(epochs=1, channels_last=bool(options.get("channels_last")))
+    system = ClassificationSystem(model, OptimCfg(), model.num_classes, steps_per_epoch=warmup + steps, run=run)
     timer = StepTimer()
     precision = {"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(options.get("amp"), "32-true")  # as the bare step's
     trainer = pl.Trainer(accelerator=dev.type, devices=1, max_steps=warmup + steps, precision=precision, logger=False,

@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 from typing import Optional
 
-from microdense.fields import setting
+from microdense.fields import check_fields, setting
 
 DATA_NAMES = ("synthetic", "cifar10", "cifar100", "imagefolder")
 
@@ -24,3 +24,13 @@ class DataCfg:
     flip: bool = True
     cutout: int = setting(0, ge=0)
     randaugment: Optional[str] = None  # a timm RandAugment spec, e.g. "rand-m9-mstd0.5"
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.randaugment is not None:
+            from timm.data.auto_augment import rand_augment_transform
+            try:
+                rand_augment_transform(self.randaugment, {})
+            except Exception as e:  # timm asserts and indexes its way through the spec string
+                raise ValueError(f"DataCfg.randaugment: {self.randaugment!r} is not a timm RandAugment spec like "
+                                 f"'rand-m9-mstd0.5' ({type(e).__name__}: {e})") from None

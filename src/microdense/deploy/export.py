@@ -4,10 +4,8 @@ The exported graph is the eval-mode simplification (`fold_batchnorm`); the check
 reloaded TorchScript module) on a batch of inputs and compares its logits with the unsimplified PyTorch model.
 Only a file that passes is renamed into place, so a failed export leaves nothing half-written behind.
 """
-import contextlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +16,8 @@ import torch
 import torch.nn as nn
 
 from microdense.deploy.fold import FoldReport, fold_batchnorm
-from microdense.io import default_mode
-from microdense.train.export import LoadedModel
+from microdense.io import atomic_path
+from microdense.train.saved_model import LoadedModel
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -118,25 +116,16 @@ def export_model_file(loaded: LoadedModel, out: os.PathLike, fmt: str, opset: in
     example = x if dynamic_batch else x[:1]
     with torch.no_grad():
         expected = source(x)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with torch.no_grad():
-            if fmt == "onnx":
-                runner = export_onnx(folded, example, tmp, opset, dynamic_batch, loaded.info.metadata())
-            else:
-                runner = _export_torchscript(folded, example, tmp, loaded.info.metadata())
-            got = runner(x)
+    with atomic_path(out) as tmp, torch.no_grad():
+        if fmt == "onnx":
+            runner = export_onnx(folded, example, str(tmp), opset, dynamic_batch, loaded.info.metadata())
+        else:
+            runner = _export_torchscript(folded, example, str(tmp), loaded.info.metadata())
+        got = runner(x)
         diff = float((got - expected).abs().max())
         same_top1 = bool((got.argmax(1) == expected.argmax(1)).all())
         if not diff <= tolerance or not same_top1:
             raise ValueError(f"the {fmt} export disagrees with the source model: max |logit difference| {diff:.2e} "
                              f"(allowed {tolerance:.0e}), top-1 {'equal' if same_top1 else 'different'}; "
                              "nothing was written")
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return ExportResult(out, fmt, report, diff, len(x))

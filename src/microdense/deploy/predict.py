@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from microdense.deploy.export import METADATA_KEY, onnx_fixed_batch, onnx_session, run_onnx
-from microdense.train.export import load_model
+from microdense.train.saved_model import load_model
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""The project's view of timm's registry: which models are ours, and creating one by name."""
+"""The project's view of timm's registry: which models are ours, creating one by name, and each family's width knob."""
 import difflib
+from dataclasses import dataclass
 from typing import Any, List, Tuple
 
 import timm
@@ -31,6 +32,29 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         return timm.create_model(name, **kwargs)
     except (ValueError, TypeError) as e:  # a refused configuration, or an argument the model does not take
         raise ValueError(f"cannot build {name}: {e}") from None
+
+
+@dataclass(frozen=True)
+class WidthKnob:
+    """A family's one width argument, which `params_like` scales to match parameter counts: each family class
+    declares it as its `width_knob` attribute, beside its model configs."""
+
+    name: str  # the keyword argument
+    kind: type  # int or float
+    low: float  # the range searched
+    high: float
+
+
+def width_knob(name: str) -> WidthKnob:
+    """The width knob of the family that registered model `name` (built on the meta device to find it)."""
+    import torch
+    with torch.device("meta"):
+        net = create_model(name)
+    knob = getattr(type(net), "width_knob", None)
+    if knob is None:
+        raise ValueError(f"params_like: {name} ({type(net).__name__}) has no width knob; its family would declare "
+                         "one as its `width_knob`")
+    return knob
 
 
 def resolve_input_size(model: nn.Module) -> Tuple[int, int, int]:

@@ -19,6 +19,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from microdense.layers import MicroDenseBlock, MicroDenseBlockCfg, route_strided_pointwise
 from microdense.models._common import build_stages, cifar_cfg, init_weights
+from microdense.models._registry import WidthKnob
 from microdense.models._staged import StagedNet
 
 __all__ = ["MicroDenseNet", "MicroDenseNetCfg", "MicroDenseStageCfg", "model_cfgs", "scale_widths"]
@@ -138,6 +139,8 @@ def create_stem(in_chans: int, out_chs: int, stem_type: str) -> Tuple[nn.Module,
 class MicroDenseNet(StagedNet):
     """Stem, stages of Micro-Dense blocks, (BN-ReLU), global pool and a linear classifier.
 
+    Its width knob (`params_like`) is `width_multiplier`: every width, base widths kept multiples of d and 8.
+
     Args:
         cfg: the architecture.
         num_classes: classifier outputs; 0 for a pooled-feature model.
@@ -149,6 +152,8 @@ class MicroDenseNet(StagedNet):
         width_multiplier: scale every width (`scale_widths`), after the block overrides; None keeps `cfg`'s.
         **block_overrides: `MicroDenseBlockCfg` fields applied to every stage, e.g. `pyramid="constant"`.
     """
+
+    width_knob = WidthKnob("width_multiplier", float, 1 / 16, 16.0)
 
     def __init__(
             self,

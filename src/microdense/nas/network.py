@@ -17,6 +17,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 
 from microdense.layers import checkpoint_call, route_strided_pointwise
+from microdense.models import WidthKnob
 from microdense.models._common import cifar_cfg
 from microdense.nas.cells import Cell, MicroDenseCellGroup
 from microdense.nas.genotypes import Genotype, genotype_to_json, parse_genotype, validate
@@ -46,7 +47,11 @@ class DartsNetwork(nn.Module):
         auxiliary: build the auxiliary head, whose logits `forward_train` adds (the darts recipe sets it; as in
             timm's inception_v3, a model created for inference has none, so every parameter serves `forward`).
         drop_path_rate: the drop-path probability reached at the end of training (`set_progress(1.0)`).
+
+    Its width knob (`params_like`) is `init_channels`.
     """
+
+    width_knob = WidthKnob("init_channels", int, 1, 1024)
 
     def __init__(self, genotype: Union[Genotype, str] = "DARTS_V2", init_channels: int = 36, layers: int = 20,
                  micro_depth: int = 0, auxiliary: bool = False, drop_path_rate: float = 0.2, num_classes: int = 10,

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import yaml
 
+from microdense.data.config import DataCfg
 from microdense.data.sources import class_count
 from microdense.io import atomic_write_text
 from microdense.models import check_model_name
@@ -33,8 +34,8 @@ from microdense.train.run import CONFIG_FILE, train
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.yaml"
 # NOTE: where a run happens, not what it is: left out of the fingerprint so shards on other machines match.
-PLACE_FIELDS = ("out", "resume", "devices", "num_nodes", "accelerator")
-PLACE_DATA_FIELDS = ("root", "workers", "download")
+PLACE_FIELDS = ("run.out", "run.resume", "run.devices", "run.num_nodes", "run.accelerator", "data.root",
+                "data.workers", "data.download")
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ class StudyRun:
 
 def _data_classes(study: Study) -> int:
     """Classifier outputs of the study's runs, known before any image is read (params_like compares whole nets)."""
-    if study.overrides.get("num_classes"):
-        return int(study.overrides["num_classes"])
+    num_classes = study.overrides.get("model", {}).get("num_classes")
+    if num_classes:
+        return int(num_classes)
     return class_count(study.data.get("name", "synthetic"), study.data.get("root"))
 
 
@@ -90,10 +92,9 @@ def resolve_entries(study: Study, num_classes: int) -> Dict[str, ResolvedEntry]:
 def fingerprint(cfg: TrainConfig) -> str:
     """A short hash of what a run is (model, data, recipe, budget, seed), not of where it runs."""
     values = dataclasses.asdict(cfg)
-    for key in PLACE_FIELDS:
-        values.pop(key)
-    for key in PLACE_DATA_FIELDS:
-        values["data"].pop(key)
+    for name in PLACE_FIELDS:
+        section, field = name.split(".")
+        values[section].pop(field)
     return hashlib.sha256(yaml.safe_dump(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -160,11 +161,11 @@ def _check_folder(run: PlannedRun, run_dir: Path, cfg: TrainConfig) -> None:
 def _train_run(study: Study, r: PlannedRun, entry: ResolvedEntry, cfg: TrainConfig, test_dir: Optional[str],
                progress: bool, command: Optional[str]) -> Dict[str, Any]:
     """Train (or resume) one run of the study through `microdense train`'s code path; returns its results row."""
-    run_dir = Path(cfg.out)
+    run_dir = Path(cfg.run.out)
     resume = (run_dir / "checkpoints" / "last.ckpt").exists()
     if not resume and run_dir.exists():
         log.warning("%s has no checkpoint to resume from; set aside as %s", run_dir, _set_aside(run_dir))
-    cfg = dataclasses.replace(cfg, resume=resume)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, resume=resume))
     result = train(cfg, progress=progress)
     row: Dict[str, Any] = dict(
         study=study.name, entry=r.entry.label, model=r.entry.model, kwargs=entry.kwargs, overrides=r.entry.overrides,
@@ -175,10 +176,10 @@ def _train_run(study: Study, r: PlannedRun, entry: ResolvedEntry, cfg: TrainConf
         val_top1=result.val_top1, val_top5=result.val_top5, val_loss=result.val_loss)
     if test_dir is not None:
         from microdense.train.evaluate import evaluate
-        test = evaluate(str(run_dir), "imagefolder", test_dir, batch_size=256, workers=cfg.data.workers,
-                        accelerator=cfg.accelerator)
+        test = evaluate(str(run_dir), DataCfg(name="imagefolder", root=test_dir, batch_size=256,
+                                              workers=cfg.data.workers), accelerator=cfg.run.accelerator)
         row.update(test_top1=test.top1, test_top5=test.top5, test_images=test.images)
-    row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.precision, provenance=result.provenance,
+    row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.run.precision, provenance=result.provenance,
                command=command, finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     return row
 

@@ -4,14 +4,14 @@
     claim: "C4: pyramidal widths, adaptive cardinality and micro-dense aggregation each help"
     data: {name: cifar10, root: data, val_split: 0.1}   # the `data` section of a training configuration
     recipe: budget                                       # a training recipe ...
-    overrides: {label_smoothing: 0.0}                    # ... and any training fields on top of it
+    overrides: {optim.label_smoothing: 0.0}              # ... and any training fields on top of it
     budget: {epochs: 1}                                  # one of: epochs, steps, time_budget (minutes)
     seeds: [0, 1]
     reference: tiny                                      # the label every other entry is compared with
     entries:
       - {label: tiny, model: microdensenet_cifar_tiny}
       - {label: residual, model: microdensenet_cifar_tiny, kwargs: {aggregation: residual}, params_like: tiny}
-      - {label: tiny-ema, model: microdensenet_cifar_tiny, overrides: {ema_decay: 0.999}}   # a training change
+      - {label: tiny-ema, model: microdensenet_cifar_tiny, overrides: {optim.ema_decay: 0.999}}  # a training change
 
 Loading a study checks all of it (fields, models, labels, the budget, every run's training configuration) before
 anything runs; `plan` then lists its runs in a fixed order (seed by seed, entries in file order), which is what
@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from microdense.train.config import TrainConfig, nest, resolve_config, validate_config
+from microdense.train.config import TrainConfig, merge, nest, resolve_config
 
 STUDY_FIELDS = ("name", "description", "claim", "data", "recipe", "overrides", "budget", "seeds", "reference", "entries")
 ENTRY_FIELDS = ("label", "model", "kwargs", "overrides", "params_like")
@@ -34,7 +34,9 @@ BUDGETS = ("epochs", "steps", "time_budget")
 SMOKE = dict(data=dict(name="synthetic", val_split=None, root=None, limit_images=4, batch_size=2, workers=0),
              budget=dict(steps=2))
 # NOTE: fields a study owns per run (set from its entries, seeds and budget) or that would make its runs unequal.
-RUN_FIELDS = ("model", "model_kwargs", "seed", "out", "resume", "epochs", "max_steps", "time_budget", "recipe")
+RUN_FIELDS = ("recipe", "model.name", "model.kwargs", "run.seed", "run.out", "run.resume", "run.epochs",
+              "run.max_steps", "run.time_budget")
+BUDGET_FIELDS = {"epochs": "run.epochs", "steps": "run.max_steps", "time_budget": "run.time_budget"}
 
 
 @dataclass(frozen=True)
@@ -96,14 +98,16 @@ def _unknown(where: str, given: Dict[str, Any], allowed: Tuple[str, ...]) -> Non
 
 
 def _overrides(raw: Any, where: str) -> Dict[str, Any]:
-    """Training fields a study (or one entry) sets: a mapping of known fields, none of those the study owns."""
+    """Training fields a study (or one entry) sets, as nested sections: known fields (the flat layout's names read
+    too), none of those the study owns."""
     if not isinstance(raw or {}, dict):
         raise ValueError(f"{where} must be a mapping of training fields, got {raw!r}")
-    overrides = dict(raw or {})
-    owned = sorted(set(overrides) & set(RUN_FIELDS + ("data",)))
+    overrides = nest(dict(raw or {}), where, legacy=True)
+    names = [key for key, value in overrides.items() if not isinstance(value, dict)]
+    names += [f"{section}.{name}" for section, fields in overrides.items() if isinstance(fields, dict) for name in fields]
+    owned = sorted(n for n in names if n in RUN_FIELDS or n.startswith("data."))
     if owned:
         raise ValueError(f"{where} may not set {owned}: the study sets them (entries, seeds, budget, recipe, data)")
-    nest(overrides, where)  # unknown training fields, one line
     return overrides
 
 
@@ -212,13 +216,12 @@ def parse_shard(text: Optional[str]) -> Tuple[int, int]:
 
 def run_values(study: Study, entry_kwargs: Dict[str, Any], entry: Entry, seed: int, out: Path,
                resume: bool) -> Dict[str, Any]:
-    """One run's training values, in the command line's form for `resolve_config`."""
+    """One run's training values, nested by section, for `resolve_config`."""
     (kind, value), = study.budget.items()
-    values: Dict[str, Any] = {**study.overrides, **entry.overrides, "data": dict(study.data), "recipe": study.recipe,
-                              "model": entry.model, "model_kwargs": entry_kwargs, "seed": seed, "out": str(out),
-                              "resume": resume}
-    values[{"epochs": "epochs", "steps": "max_steps", "time_budget": "time_budget"}[kind]] = value
-    return values
+    owned = {"data": dict(study.data), "recipe": study.recipe,
+             "model": {"name": entry.model, "kwargs": entry_kwargs},
+             "run": {"seed": seed, "out": str(out), "resume": resume, BUDGET_FIELDS[kind].split(".")[1]: value}}
+    return merge(study.overrides, entry.overrides, owned)
 
 
 def run_config(study: Study, entry_kwargs: Dict[str, Any], entry: Entry, seed: int, out: Path,
@@ -228,7 +231,5 @@ def run_config(study: Study, entry_kwargs: Dict[str, Any], entry: Entry, seed: i
     A budget of steps or minutes is the run's only limit (a recipe's own epochs no longer apply)."""
     cfg = resolve_config(run_values(study, entry_kwargs, entry, seed, out, resume))
     if "epochs" not in study.budget:
-        cfg = dataclasses.replace(cfg, epochs=None)
-        validate_config(cfg)
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, epochs=None))
     return cfg
-

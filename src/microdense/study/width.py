@@ -1,16 +1,11 @@
 """`params_like`: scale one width knob of a model until its parameter count is within a tolerance of a target.
 
-Each family has one documented knob, and the parameter count grows with it: a bisection finds where the count
-crosses the target, and the closer of the two counts on either side of the crossing is taken. A float knob
-(MicroDenseNet's, whose count may dip a little where a rounded width jumps) also tries the values within 5%
-around the crossing. Models are built on the meta device (no memory, no initialisation cost).
-
-| family | knob | kind |
-| --- | --- | --- |
-| MicroDenseNet (`microdensenet_*`) | `width_multiplier` | float: every width, base widths kept multiples of d |
-| DartsNetwork (`darts_*`, `microdense_darts_*`) | `init_channels` | int: C, the first stage's node width |
-| PyramidNet (`pyramidnet*`) | `alpha` | int: the total widening |
-| CifarDenseNet (`densenet_*_cifar`) | `growth_rate` | int: k |
+Each family declares its one width knob (`width_knob`, beside its model configs: `width_multiplier` for Micro-Dense
+Nets, `init_channels` for the DARTS hosts, `alpha` for PyramidNet, `growth_rate` for DenseNet), and the parameter
+count grows with it: a bisection finds where the count crosses the target, and the closer of the two counts on
+either side of the crossing is taken. A float knob (MicroDenseNet's, whose count may dip a little where a rounded
+width jumps) also tries the values within 5% around the crossing. Models are built on the meta device (no memory,
+no initialisation cost).
 """
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Tuple
@@ -18,21 +13,10 @@ from typing import Any, Callable, Dict, Tuple
 import torch
 import torch.nn as nn
 
-from microdense.models import create_model
-from microdense.models.baselines.densenet_cifar import CifarDenseNet
-from microdense.models.baselines.pyramidnet_cifar import PyramidNet
-from microdense.models.micro_dense_net import MicroDenseNet
+from microdense.models import create_model, width_knob
 from microdense.models.size import count_params
-from microdense.nas.network import DartsNetwork
 
 TOLERANCE = 0.03
-# family -> (knob, type, lowest value, highest value searched)
-WIDTH_KNOBS: Dict[type, Tuple[str, type, float, float]] = {
-    MicroDenseNet: ("width_multiplier", float, 1 / 16, 16.0),
-    DartsNetwork: ("init_channels", int, 1, 1024),
-    PyramidNet: ("alpha", int, 1, 4096),
-    CifarDenseNet: ("growth_rate", int, 1, 512),
-}
 
 
 @dataclass(frozen=True)
@@ -51,15 +35,6 @@ def build_meta(model: str, kwargs: Dict[str, Any]) -> nn.Module:
 
 def param_count(model: str, kwargs: Dict[str, Any]) -> int:
     return count_params(build_meta(model, kwargs))
-
-
-def width_knob(model: str) -> Tuple[str, type, float, float]:
-    net = build_meta(model, {})  # the family, whatever the entry's kwargs (which may need the knob to build)
-    for family, knob in WIDTH_KNOBS.items():
-        if isinstance(net, family):
-            return knob
-    families = ", ".join(f"{f.__name__} ({k[0]})" for f, k in WIDTH_KNOBS.items())
-    raise ValueError(f"params_like: {model} ({type(net).__name__}) has no width knob; families with one: {families}")
 
 
 def _crossing(count: Callable[[Any], int], target: int, kind: type, lo: float, hi: float) -> Tuple[Any, Any]:
@@ -87,7 +62,8 @@ def match_params(model: str, kwargs: Dict[str, Any], target: int, tolerance: flo
     Raises:
         ValueError: the model has no knob, the entry sets the knob itself, or no knob value comes close enough.
     """
-    knob, kind, lo, hi = width_knob(model)
+    knob_spec = width_knob(model)
+    knob, kind, lo, hi = knob_spec.name, knob_spec.kind, knob_spec.low, knob_spec.high
     if knob in kwargs:
         raise ValueError(f"params_like: {model} sets {knob} itself, the knob params_like scales; drop one of them")
     cache: Dict[Any, int] = {}

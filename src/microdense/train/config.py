@@ -1,9 +1,15 @@
-"""The training configuration: one dataclass, filled from defaults < recipe < --config YAML < flags.
+"""The training configuration: sections, each a frozen dataclass that checks itself where it is made.
 
-Every field is settable from a YAML file and from the command line; the resolved configuration is
-saved in the run folder so a run can be repeated exactly.
+    TrainConfig(recipe, model: ModelCfg, data: DataCfg, optim: OptimCfg, run: RunCfg)
+
+`resolve_config` fills it from defaults < recipe < --config YAML < command line. Every field has one dotted name
+("optim.lr", "data.batch_size", "model.kwargs"): YAML files nest it in its section, `--set` and the flags name it
+(each flag declares its field in `microdense_cli.TRAIN_FLAGS`), and the run folder's `config.yaml` saves it. A
+configuration saved in the earlier flat layout (`lr: 0.1`, `model_kwargs: ...`) still loads: `FLAT_LAYOUT` says where
+each of its fields went.
 """
 import dataclasses
+import difflib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -13,6 +19,7 @@ import yaml
 
 from microdense.data.config import DataCfg
 from microdense.fields import check_fields, setting
+from microdense.models.config import ModelCfg
 
 RECIPES = ("paper", "fast", "budget", "imagenet", "darts")
 SCHEDULES = ("step", "cosine", "onecycle")
@@ -23,49 +30,50 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-t
               "transformer-engine-float16")
 CPU_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "64-true")
 SYNTHETIC_DEMO_EPOCHS = 3
-PROVENANCE_KEY = "provenance"  # the section of a saved config.yaml that records what made the run
+PROVENANCE_KEY = "provenance"  # the part of a saved config.yaml that records what made the run, not a setting
 
 
-@dataclass
-class TrainConfig:
-    """Every training setting. `setting(...)` states the values each field allows; `validate_config` enforces them."""
+@dataclass(frozen=True)
+class OptimCfg:
+    """What is minimised and how: the loss's smoothing and mixing, SGD, the learning-rate schedule, the EMA."""
 
-    # what to train on what
-    model: str = "microdensenet_cifar_tiny"
-    model_kwargs: Dict[str, Any] = setting(default_factory=dict)  # extra timm.create_model kwargs (block fields...)
-    genotype: Optional[str] = None  # DARTS-space models: a name, JSON file/text or Genotype(...) string
-    num_classes: Optional[int] = setting(None, ge=2)  # None: from the data
-    data: DataCfg = setting(default_factory=DataCfg)  # what to load, and how to split, batch and augment it
-    # schedule (the recipe fills these)
-    recipe: str = setting("fast", choices=RECIPES)
-    epochs: Optional[int] = setting(None, ge=1)
-    max_steps: int = setting(-1, ge=1, also=(-1,))  # stop after this many optimizer steps (-1: the epochs decide)
-    time_budget: Optional[float] = setting(None, gt=0)  # minutes of training (validation and saving not counted)
-    lr: float = setting(0.1, gt=0)
+    lr: float = setting(0.1, gt=0)  # peak learning rate
     momentum: float = setting(0.9, ge=0, lt=1)
     nesterov: bool = True
-    weight_decay: float = setting(1e-4, ge=0)
+    weight_decay: float = setting(1e-4, ge=0)  # conv and linear weights only, never BN parameters or biases
     schedule: str = setting("cosine", choices=SCHEDULES)
     milestones: List[float] = setting(default_factory=lambda: [0.5, 0.75], gt=0, lt=1)  # step: fractions of the run
     warmup_epochs: float = setting(0.0, ge=0)
     warmup_fraction: float = setting(0.0, ge=0, le=0.5)  # warm-up as a fraction of the run (instead of epochs)
     label_smoothing: float = setting(0.0, ge=0, lt=1)
+    mixup: float = setting(0.0, ge=0)  # timm Mixup alpha; 0: off
+    cutmix: float = setting(0.0, ge=0)  # timm CutMix alpha; 0: off
+    aux_weight: float = setting(0.0, ge=0)  # weight of auxiliary-head losses, for models with `forward_train`
+    grad_clip: Optional[float] = setting(None, gt=0)  # gradient norm clipping
     lookahead: bool = False  # wrap SGD in timm's Lookahead: every k steps the slow weights move alpha of the way
     lookahead_k: int = setting(6, ge=1)
     lookahead_alpha: float = setting(0.5, gt=0, le=1)
-    grad_clip: Optional[float] = setting(None, gt=0)
-    aux_weight: float = setting(0.0, ge=0)  # weight of auxiliary-head losses, for models with `forward_train`
-    # regularisation (augmentation is the data section's)
-    drop_rate: float = setting(0.0, ge=0, lt=1)
-    drop_path_rate: float = setting(0.0, ge=0, lt=1)
     ema_decay: float = setting(0.0, ge=0, lt=1)  # 0: off; e.g. 0.9998 keeps an EMA of the weights, used for validation
-    mixup: float = setting(0.0, ge=0)  # timm Mixup alpha; 0: off
-    val_flip: bool = False  # validate on the mean of each image's logits and its mirror image's (flip TTA)
-    cutmix: float = setting(0.0, ge=0)  # timm CutMix alpha; 0: off
-    # run
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.warmup_epochs and self.warmup_fraction:
+            raise ValueError("OptimCfg.warmup_fraction: warmup_epochs is set too; set one of them to 0")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("OptimCfg.nesterov: Nesterov momentum needs momentum > 0; set nesterov false or raise "
+                             "momentum")
+
+
+@dataclass(frozen=True)
+class RunCfg:
+    """When a run stops, where it runs and saves, and how it validates."""
+
+    epochs: Optional[int] = setting(None, ge=1)
+    max_steps: int = setting(-1, ge=1, also=(-1,))  # stop after this many optimizer steps (-1: the epochs decide)
+    time_budget: Optional[float] = setting(None, gt=0)  # minutes of training (validation and saving not counted)
+    seed: int = setting(0, ge=0, lt=2 ** 32)
     out: Optional[str] = None  # run folder; default runs/<model>-<data>-<time>
     resume: bool = False
-    seed: int = setting(0, ge=0, lt=2 ** 32)
     devices: str = "auto"  # a count, "auto", "-1" (every GPU) or GPU indices like "0,1"
     num_nodes: int = setting(1, ge=1)
     accelerator: str = setting("auto", choices=ACCELERATORS)
@@ -73,37 +81,103 @@ class TrainConfig:
     channels_last: bool = False
     deterministic: bool = False
     checkpoint_every: int = setting(0, ge=0)  # also save last.ckpt every N steps (0: at epoch ends only)
+    val_flip: bool = False  # validate on the mean of each image's logits and its mirror image's (flip TTA)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.epochs is None and self.max_steps == -1 and self.time_budget is None:
+            raise ValueError("RunCfg.epochs: nothing says when to stop; set epochs (>= 1), max_steps (>= 1) or "
+                             "time_budget (minutes)")
+        on_cpu = _accelerator_is_cpu(self.accelerator)
+        if on_cpu and self.precision not in CPU_PRECISIONS:
+            raise ValueError(f"RunCfg.precision: {self.precision!r} does not run on a CPU; choose one of "
+                             f"{', '.join(CPU_PRECISIONS)}")
+        _check_devices(self.devices, on_cpu)
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-DATA_FIELDS = {f.name: f for f in dataclasses.fields(DataCfg)}
-SECTIONS = ("data", "model_kwargs")  # mapping-valued fields: each layer adds keys to the ones below
-# every settable name: the top-level fields and the data section's as "data.<field>"
-SETTABLE = [*(n for n in FIELDS if n != "data"), *(f"data.{n}" for n in DATA_FIELDS)]
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting, by section. Made only whole and valid: each section checks itself, and this the rules
+    that join sections."""
+
+    recipe: str = setting("fast", choices=RECIPES)  # the recipe the defaults came from
+    model: ModelCfg = setting(default_factory=ModelCfg)
+    data: DataCfg = setting(default_factory=DataCfg)
+    optim: OptimCfg = setting(default_factory=OptimCfg)
+    run: RunCfg = setting(default_factory=lambda: RunCfg(epochs=SYNTHETIC_DEMO_EPOCHS))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.optim.warmup_epochs and self.run.epochs is None and self.run.max_steps == -1:
+            raise ValueError("OptimCfg.warmup_epochs: a run bounded by time_budget alone has no epochs to count; "
+                             "set warmup_fraction instead")
 
 
-def nest(values: Dict[str, Any], where: str) -> Dict[str, Any]:
-    """A layer of values with dotted keys ("data.batch_size") folded into their sections, every name checked."""
+SECTION_TYPES = dict(model=ModelCfg, data=DataCfg, optim=OptimCfg, run=RunCfg)
+MERGED_MAPPINGS = ("model.kwargs",)  # mapping-valued fields whose keys merge across layers, as the sections' do
+# every field, by its dotted name
+FIELDS = ("recipe", *(f"{s}.{f.name}" for s, cls in SECTION_TYPES.items() for f in dataclasses.fields(cls)))
+# the earlier flat layout (every committed run folder's config.yaml): each top-level name, and its field now
+FLAT_LAYOUT = {"model": "model.name", "model_kwargs": "model.kwargs", "genotype": "model.kwargs.genotype",
+               "num_classes": "model.num_classes", "drop_rate": "model.drop_rate",
+               "drop_path_rate": "model.drop_path_rate",
+               **{f.name: f"optim.{f.name}" for f in dataclasses.fields(OptimCfg)},
+               **{f.name: f"run.{f.name}" for f in dataclasses.fields(RunCfg)}}
+# every bare name a person may still type, and where its field is now
+MOVED = {**FLAT_LAYOUT, **{f.name: f"data.{f.name}" for f in dataclasses.fields(DataCfg) if f.name != "name"}}
+
+
+def _from_flat_layout(key: str, value: Any) -> Dict[str, Any]:
+    """A field of the flat layout at its place now. Its drop rates of 0.0 meant "not passed to the model" then
+    (the model's own default ruled), which is None now; an unset genotype was null."""
+    if key in ("drop_rate", "drop_path_rate") and value == 0.0:
+        value = None
+    if key == "genotype" and value is None:
+        return {}
+    return {FLAT_LAYOUT[key]: value}
+
+
+def _put(out: Dict[str, Any], key: str, value: Any, where: str) -> None:
+    """Set dotted field `key` in the nested values `out`, refusing a name that is no field."""
+    if key.startswith("model.kwargs."):  # one family argument, e.g. model.kwargs.genotype
+        out.setdefault("model", {}).setdefault("kwargs", {})[key.split(".", 2)[2]] = value
+        return
+    if key not in FIELDS:
+        if key in MOVED:
+            hint = f"; it moved to {MOVED[key]}"
+        else:
+            close = difflib.get_close_matches(key, FIELDS, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; `microdense train --help` lists the fields"
+        raise ValueError(f"{where} names unknown field {key!r}{hint}")
+    section, _, name = key.partition(".")
+    if not name:
+        out[key] = value
+    elif key in MERGED_MAPPINGS and isinstance(value, dict):  # beside single keys set in the same layer
+        out.setdefault(section, {}).setdefault(name, {}).update(value)
+    else:
+        out.setdefault(section, {})[name] = value
+
+
+def nest(values: Dict[str, Any], where: str, legacy: bool = False) -> Dict[str, Any]:
+    """A layer of values (sections as mappings, or dotted names) as {section: {field: value}}, every name checked.
+
+    `legacy`: also read the flat layout's names (files); otherwise such a name is refused with where it went.
+    """
     out: Dict[str, Any] = {}
     for key, value in values.items():
-        section, dot, name = key.partition(".")
-        if dot:
-            if section != "data" or name not in DATA_FIELDS:
-                raise ValueError(f"{where} names unknown field {key!r}; fields are {', '.join(SETTABLE)}")
-            out.setdefault("data", {})[name] = value
-        elif key not in FIELDS:
-            raise ValueError(f"{where} names unknown field {key!r}; fields are {', '.join(SETTABLE)}")
-        elif key == "data" and isinstance(value, dict):
-            unknown = sorted(set(value) - set(DATA_FIELDS))
-            if unknown:
-                raise ValueError(f"{where} names unknown data field(s) {unknown}; data fields are "
-                                 f"{', '.join(DATA_FIELDS)}")
-            out.setdefault("data", {}).update(value)
+        if legacy and key in FLAT_LAYOUT and not (key in SECTION_TYPES and isinstance(value, dict)):
+            for k, v in _from_flat_layout(key, value).items():
+                _put(out, k, v, where)
+        elif key in SECTION_TYPES:
+            if not isinstance(value, dict):
+                raise TypeError(f"TrainConfig.{key}: needs a mapping, got {value!r}")
+            for name, v in value.items():
+                _put(out, f"{key}.{name}", v, where)
         else:
-            out[key] = value
-    for section in SECTIONS:
-        if section in out and not isinstance(out[section], dict):
-            raise TypeError(f"TrainConfig.{section}: needs a mapping, got {out[section]!r}")
+            _put(out, key, value, where)
+    kwargs = out.get("model", {}).get("kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError(f"ModelCfg.kwargs: needs a mapping, got {kwargs!r}")
     return out
 
 
@@ -116,8 +190,8 @@ def _read_yaml(path: Path, what: str) -> Dict[str, Any]:
         raise ValueError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{what} {path} must hold a mapping of field: value")
-    data.pop(PROVENANCE_KEY, None)  # a run folder's record of what made it, not a setting
-    return nest(data, f"{what} {path}")
+    data.pop(PROVENANCE_KEY, None)
+    return nest(data, f"{what} {path}", legacy=True)
 
 
 def recipe_values(name: str) -> Dict[str, Any]:
@@ -127,11 +201,33 @@ def recipe_values(name: str) -> Dict[str, Any]:
     return _read_yaml(Path(str(path)), "recipe")
 
 
-def resolve_config(cli: Dict[str, Any], config_file: Optional[str] = None) -> TrainConfig:
-    """Merge defaults < recipe < YAML file < command-line values, then validate.
+def merge(*layers: Dict[str, Any]) -> Dict[str, Any]:
+    """Nested layers, later ones winning field by field (and key by key inside `model.kwargs`)."""
+    out: Dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in SECTION_TYPES:
+                out[key] = value
+                continue
+            section = out.setdefault(key, {})
+            for name, v in value.items():
+                if f"{key}.{name}" in MERGED_MAPPINGS and isinstance(v, dict):
+                    section[name] = {**section.get(name, {}), **v}
+                else:
+                    section[name] = v
+    return out
 
-    `cli` maps field names, or "data.<field>" for the data section, to values (None: not given). The sections
-    (`data`, `model_kwargs`) merge key by key across the layers; every other field is replaced whole.
+
+def make_config(values: Dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from nested values; each section checks itself as it is made."""
+    sections = {name: cls(**values.get(name, {})) for name, cls in SECTION_TYPES.items()}
+    return TrainConfig(**{k: v for k, v in values.items() if k not in SECTION_TYPES}, **sections)
+
+
+def resolve_config(cli: Dict[str, Any], config_file: Optional[str] = None) -> TrainConfig:
+    """Merge defaults < recipe < YAML file < command-line values into one checked configuration.
+
+    `cli` maps dotted field names ("optim.lr") to values (None: not given).
 
     Raises:
         ValueError, TypeError: one line naming the field, the value and what is allowed.
@@ -141,16 +237,12 @@ def resolve_config(cli: Dict[str, Any], config_file: Optional[str] = None) -> Tr
     recipe = given.get("recipe", from_file.get("recipe", TrainConfig.recipe))
     if not isinstance(recipe, str):
         raise TypeError(f"TrainConfig.recipe: needs a string, got {recipe!r}")
-    layers = (recipe_values(recipe), from_file, given)
-    values: Dict[str, Any] = {**layers[0], **layers[1], **layers[2], "recipe": recipe}
-    for section in SECTIONS:
-        values[section] = {k: v for layer in layers for k, v in layer.get(section, {}).items()}
-    if "epochs" not in from_file and "epochs" not in given and values["data"].get("name", "synthetic") == "synthetic":
+    values = merge(recipe_values(recipe), from_file, given, {"recipe": recipe})
+    asked = any("epochs" in layer.get("run", {}) for layer in (from_file, given))
+    if not asked and values.get("data", {}).get("name", "synthetic") == "synthetic":
         # NOTE: synthetic data is a demo: it runs a few epochs unless epochs are asked for explicitly.
-        values["epochs"] = SYNTHETIC_DEMO_EPOCHS
-    cfg = TrainConfig(**{**values, "data": DataCfg(**values["data"])})
-    validate_config(cfg)
-    return cfg
+        values.setdefault("run", {})["epochs"] = SYNTHETIC_DEMO_EPOCHS
+    return make_config(values)
 
 
 def _accelerator_is_cpu(accelerator: str) -> bool:
@@ -169,49 +261,12 @@ def _check_devices(devices: str, on_cpu: bool) -> None:
         return
     if not on_cpu and (text == "-1" or all(p.strip().isdigit() for p in text.split(","))):
         return
-    raise ValueError(f"TrainConfig.devices: {devices!r} is not allowed here; use {allowed}")
-
-
-def validate_config(cfg: TrainConfig) -> None:
-    """Refuse a configuration that cannot run, before any data is read or any folder is made.
-
-    Checks every field's type and range (`setting` rules), then the rules that join fields: a known model and
-    genotype, a readable RandAugment spec, Nesterov's momentum, a stopping point, one way to size the warm-up, and
-    a precision and device list the chosen accelerator runs.
-    """
-    check_fields(cfg)
-    if cfg.epochs is None and cfg.max_steps == -1 and cfg.time_budget is None:
-        raise ValueError("TrainConfig.epochs: nothing says when to stop; set epochs (>= 1), max_steps (>= 1) or "
-                         "time_budget (minutes)")
-    if cfg.warmup_epochs and cfg.warmup_fraction:
-        raise ValueError("TrainConfig.warmup_fraction: warmup_epochs is set too; set one of them to 0")
-    if cfg.warmup_epochs and cfg.epochs is None and cfg.max_steps == -1:
-        raise ValueError("TrainConfig.warmup_epochs: a run bounded by time_budget alone has no epochs to count; "
-                         "set warmup_fraction instead")
-    if cfg.nesterov and cfg.momentum == 0:
-        raise ValueError("TrainConfig.nesterov: Nesterov momentum needs momentum > 0; set nesterov false or raise "
-                         "momentum")
-    on_cpu = _accelerator_is_cpu(cfg.accelerator)
-    if on_cpu and cfg.precision not in CPU_PRECISIONS:
-        raise ValueError(f"TrainConfig.precision: {cfg.precision!r} does not run on a CPU; choose one of "
-                         f"{', '.join(CPU_PRECISIONS)}")
-    _check_devices(cfg.devices, on_cpu)
-    from microdense.models import check_model_name
-    check_model_name(cfg.model)
-    if cfg.genotype is not None:
-        from microdense.nas.genotypes import parse_genotype
-        parse_genotype(cfg.genotype)
-    if cfg.data.randaugment is not None:
-        from timm.data.auto_augment import rand_augment_transform
-        try:
-            rand_augment_transform(cfg.data.randaugment, {})
-        except Exception as e:  # timm asserts and indexes its way through the spec string
-            raise ValueError(f"DataCfg.randaugment: {cfg.data.randaugment!r} is not a timm RandAugment spec "
-                             f"like 'rand-m9-mstd0.5' ({type(e).__name__}: {e})") from None
+    raise ValueError(f"RunCfg.devices: {devices!r} is not allowed here; use {allowed}")
 
 
 def save_config(cfg: TrainConfig, provenance: Optional[Dict[str, Any]] = None) -> str:
-    """The run folder's config.yaml: every field, then (when given) the record of the code, machine and data."""
+    """The run folder's config.yaml: every field by section, then (when given) the record of the code, machine and
+    data."""
     text = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
     if provenance is not None:
         text += yaml.safe_dump({PROVENANCE_KEY: provenance}, sort_keys=False)

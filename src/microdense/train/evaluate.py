@@ -6,10 +6,10 @@ from typing import Any, Dict, List, Optional
 import lightning.pytorch as pl
 
 from microdense.data.config import DataCfg
-from microdense.data.datamodule import ImageDataModule
+from microdense.train.datamodule import ImageDataModule
 from microdense.data.sources import DataSource, load_imagefolder, load_source
-from microdense.train.config import TrainConfig
-from microdense.train.export import load_model
+from microdense.train.config import OptimCfg, RunCfg
+from microdense.train.saved_model import load_model
 from microdense.train.report import plot_confusion
 from microdense.train.system import ClassificationSystem
 
@@ -35,19 +35,19 @@ def _eval_source(data: str, data_dir: Optional[str], val_split: Optional[float],
     return load_source(data, data_dir, False, val_split, seed)
 
 
-def evaluate(checkpoint: str, data: str, data_dir: Optional[str] = None, val_split: Optional[float] = None,
-             batch_size: int = 256, workers: int = 4, seed: int = 0, plot: Optional[str] = None,
-             accelerator: str = "auto", flip: bool = False) -> EvalResult:
-    """Evaluate `checkpoint` on `data`'s validation split; `flip` averages each image's logits with its mirror's."""
+def evaluate(checkpoint: str, data: DataCfg, seed: int = 0, accelerator: str = "auto", flip: bool = False,
+             plot: Optional[str] = None) -> EvalResult:
+    """Evaluate `checkpoint` on the validation split of `data` (its name, root, val_split, batch size and workers;
+    the image size and crop are the model's). `seed` draws the held-out split as training did; `flip` averages each
+    image's logits with its mirror's; `plot` writes the confusion matrix there."""
     loaded = load_model(Path(checkpoint))
     num_classes = loaded.model.num_classes
-    source = _eval_source(data, data_dir, val_split, seed)
-    cfg = DataCfg(name=data, root=data_dir, val_split=val_split, batch_size=batch_size, workers=workers,
-                  img_size=loaded.info.input_size[-1], crop_pct=loaded.info.crop_pct)
-    datamodule = ImageDataModule(cfg, num_classes, source=source, mean_std=(loaded.info.mean, loaded.info.std),
+    source = _eval_source(data.name, data.root, data.val_split, seed)
+    data = replace(data, img_size=loaded.info.input_size[-1], crop_pct=loaded.info.crop_pct)
+    datamodule = ImageDataModule(data, num_classes, source=source, mean_std=(loaded.info.mean, loaded.info.std),
                                  seed=seed)
     datamodule.setup("validate")
-    system = ClassificationSystem(loaded.model, TrainConfig(val_flip=flip), num_classes)
+    system = ClassificationSystem(loaded.model, OptimCfg(), num_classes, run=RunCfg(epochs=1, val_flip=flip))
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=True)
     [metrics] = trainer.validate(system, datamodule=datamodule, verbose=False)

@@ -14,13 +14,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from microdense.models.size import measure_size
-from microdense.data.datamodule import ImageDataModule
+from microdense.train.datamodule import ImageDataModule
 from microdense.io import atomic_write_text
 from microdense.train.checkpoint_io import SafeCheckpointIO
-from microdense.models import create_model
+from microdense.models.config import build_model, model_args
 from microdense.provenance import provenance
-from microdense.train.config import TrainConfig, save_config, validate_config
-from microdense.train.export import RunInfo, export_model
+from microdense.train.config import TrainConfig, save_config
+from microdense.train.saved_model import RunInfo, export_model
 from microdense.train.interrupt import StopOnInterrupt, StopRequested
 from microdense.train.report import EpochReport, read_metrics
 from microdense.train.system import ClassificationSystem
@@ -90,7 +90,7 @@ class TrainResult:
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    return Path("runs") / f"{cfg.model}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{cfg.model.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _is_launch_primary() -> bool:
@@ -130,39 +130,33 @@ def _devices(value: str) -> Any:
 
 
 def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: bool = True) -> TrainResult:
-    """Train `cfg.model` as `cfg` says; returns the final figures (also in the run folder).
+    """Train the model `cfg` names as it says; returns the final figures (also in the run folder).
 
-    Everything is checked (the configuration, the run folder, the data, the model) before the run folder is made.
+    Everything is checked (the configuration when it was made; the run folder, the data) before the run folder is
+    made.
     `progress`: show Lightning's progress bar (the one-line size summary follows the log level).
 
     Raises:
         TrainingInterrupted: Ctrl-C stopped training after saving last.ckpt.
     """
-    validate_config(cfg)
     _silence_third_party_noise()
-    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    cfg = dataclasses.replace(cfg, out=str(run_dir))
-    resume_from = check_run_dir(run_dir, cfg.resume)
+    run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(run_dir)))
+    run = cfg.run
+    resume_from = check_run_dir(run_dir, run.resume)
     if resume_from is not None:  # Lightning warns that the checkpoint folder it resumes from holds checkpoints
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    pl.seed_everything(run.seed, workers=True, verbose=False)
 
-    datamodule = ImageDataModule(cfg.data, cfg.num_classes, seed=cfg.seed)
+    datamodule = ImageDataModule(cfg.data, cfg.model.num_classes, seed=run.seed)
     if _is_launch_primary():
         datamodule.prepare_data()  # downloads, before the model can be sized from the data
     datamodule.setup("fit")
     if datamodule.small:  # NOTE: batches are tensor slices on purpose; Lightning's advice of more workers is moot
         warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
     num_classes = datamodule.num_classes
-    model_args: Dict[str, Any] = dict(num_classes=num_classes)
-    # NOTE: optional arguments go only where set, so models that lack them (timm's DenseNet has no drop-path)
-    # still build with the defaults.
-    for key in ("drop_rate", "drop_path_rate", "genotype"):
-        if getattr(cfg, key):
-            model_args[key] = getattr(cfg, key)
-    model_args.update(cfg.model_kwargs)
-    model = create_model(cfg.model, **model_args)
-    if cfg.channels_last:
+    model = build_model(cfg.model, num_classes)
+    if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -170,20 +164,20 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/top1", mode="max",
                            auto_insert_metric_name=False, enable_version_counter=False)
     # NOTE: a second, unmonitored callback keeps last.ckpt current at every epoch end (and every N steps).
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=cfg.checkpoint_every or None,
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=run.checkpoint_every or None,
                            auto_insert_metric_name=False, enable_version_counter=False)
     report = EpochReport(run_dir)
     stopper = StopOnInterrupt(ckpt_dir / "last.ckpt")
     bars = [ProgressBar()] if progress else []
     trainer = pl.Trainer(
-        accelerator=cfg.accelerator,
-        devices=_devices(cfg.devices),
-        num_nodes=cfg.num_nodes,
-        precision=cfg.precision,
-        max_epochs=cfg.epochs or -1,  # -1: no epoch limit (steps or the time budget end the run)
-        max_steps=cfg.max_steps,
-        gradient_clip_val=cfg.grad_clip,
-        deterministic=cfg.deterministic,
+        accelerator=run.accelerator,
+        devices=_devices(run.devices),
+        num_nodes=run.num_nodes,
+        precision=run.precision,
+        max_epochs=run.epochs or -1,  # -1: no epoch limit (steps or the time budget end the run)
+        max_steps=run.max_steps,
+        gradient_clip_val=cfg.optim.grad_clip,
+        deterministic=run.deterministic,
         use_distributed_sampler=False,  # the data module shards by rank itself, resumably
         default_root_dir=run_dir,
         logger=[CSVLogger(run_dir, name="", version=_log_version(run_dir)), TensorBoardLogger(run_dir, name="", version="tensorboard")],
@@ -195,21 +189,21 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         num_sanity_val_steps=0,
     )
     steps_per_epoch = max(1, len(datamodule.source.train) // (datamodule.cfg.batch_size * trainer.world_size))
-    system = ClassificationSystem(model, cfg, num_classes, steps_per_epoch)
+    system = ClassificationSystem(model, cfg.optim, num_classes, steps_per_epoch, run)
     if system.ema is not None:  # NOTE: the weights' running average is kept in eval mode on purpose
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     c, (h, w) = 3, datamodule.image_size
     made_by = {**provenance(), "data": datamodule.source.fingerprint}
     system.run_info = RunInfo(
-        model=cfg.model, model_args=model_args, classes=list(datamodule.source.classes), mean=tuple(datamodule.mean),
-        std=tuple(datamodule.std), input_size=(c, h, w), ema=cfg.ema_decay > 0,
+        model=cfg.model.name, model_args=model_args(cfg.model, num_classes), classes=list(datamodule.source.classes),
+        mean=tuple(datamodule.mean), std=tuple(datamodule.std), input_size=(c, h, w), ema=cfg.optim.ema_decay > 0,
         crop_pct=1.0 if datamodule.small else cfg.data.crop_pct,  # how the validation images are resized
         provenance=made_by)
     size = None
     if trainer.is_global_zero:
         atomic_write_text(run_dir / CONFIG_FILE, save_config(cfg, made_by))
-        size = measure_size(cfg.model, model, (c, h, w))
-        log.info("%s: %.3fM parameters, %.1fM MACs per %dx%dx%d image, %d classes; run folder %s", cfg.model,
+        size = measure_size(cfg.model.name, model, (c, h, w))
+        log.info("%s: %.3fM parameters, %.1fM MACs per %dx%dx%d image, %d classes; run folder %s", cfg.model.name,
                  size.params / 1e6, size.macs / 1e6, c, h, w, num_classes, run_dir)
     start = time.perf_counter()
     try:

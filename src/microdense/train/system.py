@@ -17,37 +17,39 @@ from timm.utils import ModelEmaV3
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from microdense.train.config import TrainConfig
-from microdense.train.export import RUN_INFO_KEY, RunInfo
+from microdense.train.config import OptimCfg, RunCfg
+from microdense.train.saved_model import RUN_INFO_KEY, RunInfo
 from microdense.train.progress import RunProgress
 
 PROGRESS_KEY = "microdense_progress"  # the checkpoint entry that keeps the training seconds across resumes
 
 
 class ClassificationSystem(pl.LightningModule):
-    """Supervised image classification of `model` under the recipe in `cfg`.
+    """Supervised image classification of `model`, optimised as `optim` says, for as long as `run` says.
 
     Args:
         model: any classifier returning logits (a timm model).
-        cfg: the resolved training configuration.
+        optim: the loss, the optimiser and its schedule.
         num_classes: the classifier's output count.
         steps_per_epoch: optimizer steps in one epoch on this process (sizes the schedule).
+        run: when the run stops (sizes the schedule), its seed, memory format and validation with flips.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, num_classes: int, steps_per_epoch: int = 1):
+    def __init__(self, model: nn.Module, optim: OptimCfg, num_classes: int, steps_per_epoch: int = 1,
+                 run: RunCfg = RunCfg(epochs=1)):
         super().__init__()
         self.model = model
-        self.cfg = cfg
+        self.optim_cfg, self.run_cfg = optim, run
         self.num_classes = num_classes
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.mixup = None
-        if cfg.mixup > 0 or cfg.cutmix > 0:
-            self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
-                               num_classes=num_classes)
+        if optim.mixup > 0 or optim.cutmix > 0:
+            self.mixup = Mixup(mixup_alpha=optim.mixup, cutmix_alpha=optim.cutmix,
+                               label_smoothing=optim.label_smoothing, num_classes=num_classes)
             self.train_loss = SoftTargetCrossEntropy()
         else:
-            self.train_loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+            self.train_loss = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
+        self.ema = ModelEmaV3(model, decay=optim.ema_decay) if optim.ema_decay > 0 else None
         top5 = min(5, num_classes)
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -60,8 +62,8 @@ class ClassificationSystem(pl.LightningModule):
         self._epoch_loss = torch.zeros(())
         self.run_info: Optional[RunInfo] = None  # saved in every checkpoint: what eval needs to rebuild the model
         total = self.total_steps()
-        self.progress = RunProgress(total, cfg.time_budget * 60 if cfg.time_budget else None)
-        self.warmup = warmup_fraction(cfg, self.steps_per_epoch, total)
+        self.progress = RunProgress(total, run.time_budget * 60 if run.time_budget else None)
+        self.warmup = warmup_fraction(optim, self.steps_per_epoch, total)
 
     # -- forward ----------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +73,7 @@ class ClassificationSystem(pl.LightningModule):
         return self.ema.module if self.ema is not None else self.model
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.run_cfg.channels_last else x
 
     # -- training ---------------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -84,12 +86,12 @@ class ClassificationSystem(pl.LightningModule):
         if hasattr(loader, "mark_consumed"):
             loader.mark_consumed(batch_idx)
         # NOTE: reseed per step so dropout/drop-path draws depend on the step alone: a resumed run matches.
-        torch.manual_seed(self.cfg.seed * 1_000_003 + self.global_step * 101 + self.global_rank)
+        torch.manual_seed(self.run_cfg.seed * 1_000_003 + self.global_step * 101 + self.global_rank)
         # NOTE: every schedule follows one progress figure (steps or training seconds, whichever is further on).
         progress = self.progress.at(self.global_step)
-        factor = lr_factor(self.cfg, progress, self.warmup)
+        factor = lr_factor(self.optim_cfg, progress, self.warmup)
         for group in self.trainer.optimizers[0].param_groups:
-            group["lr"] = self.cfg.lr * factor
+            group["lr"] = self.optim_cfg.lr * factor
         if hasattr(self.model, "set_progress"):  # a model's own schedule (DARTS ramps drop-path with it)
             self.model.set_progress(progress)
 
@@ -107,7 +109,7 @@ class ClassificationSystem(pl.LightningModule):
             logits, aux_logits = self.model(x), []
         loss = self.train_loss(logits, target)
         for aux in aux_logits:
-            loss = loss + self.cfg.aux_weight * self.train_loss(aux, target)
+            loss = loss + self.optim_cfg.aux_weight * self.train_loss(aux, target)
         self.train_top1(logits.detach(), y)
         self._epoch_images += len(y)
         self._epoch_loss += loss.detach() * len(y)
@@ -160,7 +162,7 @@ class ClassificationSystem(pl.LightningModule):
         x, y = batch
         model, x = self._eval_model(), self._prepare(x)
         logits = model(x)
-        if self.cfg.val_flip:  # test-time augmentation: the mirror image's logits averaged in
+        if self.run_cfg.val_flip:  # test-time augmentation: the mirror image's logits averaged in
             logits = (logits + model(x.flip(3))) / 2
         loss = F.cross_entropy(logits, y)
         self.val_loss.update(loss, weight=len(y))
@@ -188,20 +190,21 @@ class ClassificationSystem(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # NOTE: no weight decay on BN parameters and biases (timm's 1-D rule). The learning rate of each step is set
         # in on_train_batch_start from the run's progress, so no scheduler object is needed.
-        groups = param_groups_weight_decay(self.model, weight_decay=self.cfg.weight_decay)
-        sgd = torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=self.cfg.nesterov)
+        o = self.optim_cfg
+        groups = param_groups_weight_decay(self.model, weight_decay=o.weight_decay)
+        sgd = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
         # NOTE: timm's Lookahead shares SGD's param_groups, so the per-step lr above reaches the fast weights.
-        return Lookahead(sgd, alpha=self.cfg.lookahead_alpha, k=self.cfg.lookahead_k) if self.cfg.lookahead else sgd
+        return Lookahead(sgd, alpha=o.lookahead_alpha, k=o.lookahead_k) if o.lookahead else sgd
 
     def total_steps(self) -> Optional[int]:
         """Optimizer steps the epoch and step limits allow (None: only the time budget ends the run)."""
-        limits = [self.steps_per_epoch * self.cfg.epochs] if self.cfg.epochs else []
-        if self.cfg.max_steps > 0:
-            limits.append(self.cfg.max_steps)
+        limits = [self.steps_per_epoch * self.run_cfg.epochs] if self.run_cfg.epochs else []
+        if self.run_cfg.max_steps > 0:
+            limits.append(self.run_cfg.max_steps)
         return max(1, min(limits)) if limits else None
 
 
-def warmup_fraction(cfg: TrainConfig, steps_per_epoch: int, total_steps: Optional[int]) -> float:
+def warmup_fraction(cfg: OptimCfg, steps_per_epoch: int, total_steps: Optional[int]) -> float:
     """The warm-up as a fraction of the run: `warmup_fraction`, or `warmup_epochs` over the run's steps. A run
     cut short keeps at most half of itself for warm-up."""
     if cfg.warmup_fraction or not cfg.warmup_epochs or not total_steps:
@@ -209,7 +212,7 @@ def warmup_fraction(cfg: TrainConfig, steps_per_epoch: int, total_steps: Optiona
     return min(0.5, cfg.warmup_epochs * steps_per_epoch / total_steps)
 
 
-def lr_factor(cfg: TrainConfig, progress: float, warmup: float) -> float:
+def lr_factor(cfg: OptimCfg, progress: float, warmup: float) -> float:
     """Multiplier of the peak lr at `progress` (0: first step, 1: last step); `warmup` is a fraction of the run.
 
     step: linear warm-up from 0, then / 10 at each milestone. cosine: linear warm-up from 0, cosine to 0 at the end.

@@ -11,10 +11,15 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.densenet import DenseNet
 
 from microdense.layers import route_strided_pointwise
+from microdense.models._registry import WidthKnob
 from microdense.models._common import cifar_cfg, rescale_feature_info
 
 
 class CifarDenseNet(DenseNet):
+    """timm's DenseNet with a 3x3 stride-1 stem; its width knob (`params_like`) is the growth rate k."""
+
+    width_knob = WidthKnob("growth_rate", int, 1, 512)
+
     def __init__(self, *args: Any, in_chans: int = 3, growth_rate: int = 12, **kwargs: Any):
         super().__init__(*args, in_chans=in_chans, growth_rate=growth_rate, **kwargs)
         self.features.conv0 = nn.Conv2d(in_chans, 2 * growth_rate, 3, 1, 1, bias=False)

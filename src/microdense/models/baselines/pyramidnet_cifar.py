@@ -14,6 +14,7 @@ from timm.layers import BatchNormAct2d, ClassifierHead, DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from microdense.layers import route_strided_pointwise
+from microdense.models._registry import WidthKnob
 from microdense.models._common import build_stages, cifar_cfg, init_weights
 from microdense.models._staged import StagedNet
 
@@ -42,7 +43,10 @@ class PyramidBlock(nn.Module):
 
 
 class PyramidNet(StagedNet):
-    """Args: depth (6n + 2 with basic blocks), alpha (total widening), and timm's standard kwargs."""
+    """Args: depth (6n + 2 with basic blocks), alpha (total widening, its width knob for `params_like`), and timm's
+    standard kwargs."""
+
+    width_knob = WidthKnob("alpha", int, 1, 4096)
 
     def __init__(self, depth: int = 110, alpha: int = 48, stem_chs: int = 16, num_classes: int = 10,
                  in_chans: int = 3, global_pool: str = "avg", drop_rate: float = 0.0, drop_path_rate: float = 0.0):

@@ -1,5 +1,5 @@
-"""Weights people can use without this trainer: `model.safetensors` + timm's `config.json`, and the
-one safe way back from any checkpoint this project writes.
+"""What a run saves for use without this trainer, and the one safe way back from anything it saves:
+`model.safetensors` + timm's `config.json`, and `RunInfo`, the record beside every set of weights.
 
 The export folder is a timm local model: `timm.create_model("local-dir:RUN", pretrained=True)`
 (after `import microdense`) rebuilds the trained network. Checkpoints and exports carry the same `RunInfo`,
@@ -21,7 +21,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from timm.models import save_for_hf
 
-from microdense.io import default_mode
+from microdense.io import publish
 from microdense.models import create_model
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -84,8 +84,7 @@ def export_model(model: nn.Module, run_dir: os.PathLike, info: RunInfo) -> Path:
                              crop_pct=info.crop_pct),
         )
         for name in (WEIGHTS, CONFIG):
-            os.chmod(Path(tmp) / name, default_mode())  # safetensors writes 0600
-            os.replace(Path(tmp) / name, run_dir / name)
+            publish(Path(tmp) / name, run_dir / name)
     return run_dir / WEIGHTS
 
 

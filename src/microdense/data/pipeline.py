@@ -1,13 +1,13 @@
-"""The LightningDataModule: one place that turns a data choice into train/val loaders.
+"""One place that turns a data choice into train/val loaders and batches ready for a model, with no training engine.
 
 Small images take the fast path: the split is one uint8 tensor, a loader slices whole batches out of
-it (`__getitems__`, no per-image Python), and `on_after_batch_transfer` augments and normalises the
-batch on the training device. Large images go through torchvision transforms v2 in worker processes.
+it (`__getitems__`, no per-image Python), and `prepare_batch` augments and normalises the batch on the training
+device. Large images go through torchvision transforms v2 in worker processes. The Lightning data module that
+serves a trainer (`microdense.train.datamodule`) is a thin face of this.
 """
 import logging
 from typing import Any, List, Optional, Sequence, Tuple
 
-import lightning.pytorch as pl
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -65,7 +65,7 @@ def _channel_stats(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float
     return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).tolist())
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImagePipeline:
     """Train/val loaders for any supported data, with the small-image fast path when it applies.
 
     Args:
@@ -78,7 +78,6 @@ class ImageDataModule(pl.LightningDataModule):
 
     def __init__(self, cfg: DataCfg, num_classes: Optional[int] = None, source: Optional[DataSource] = None,
                  mean_std: Optional[Tuple[Sequence[float], Sequence[float]]] = None, seed: int = 0):
-        super().__init__()
         self.cfg = cfg
         self.seed = seed  # the run's seed: split, order and augmentation draws
         self.requested_classes = num_classes
@@ -88,13 +87,13 @@ class ImageDataModule(pl.LightningDataModule):
         self.std: Sequence[float] = (0.25, 0.25, 0.25)
         self._ready = False
 
-    def prepare_data(self) -> None:
-        # NOTE: runs on one process per node: the only place a download may happen.
+    def download(self) -> None:
+        """Fetch the dataset where it is downloadable and asked to be (one process per node should)."""
         if self.cfg.download and self.cfg.name in ("cifar10", "cifar100"):
             load_source(self.cfg.name, self.cfg.root, True, None, self.seed)
 
-    def setup(self, stage: Optional[str] = None) -> None:
-        # NOTE: callers set up before fit/validate (to size the model from the data); Lightning then calls again.
+    def load(self) -> None:
+        """Read the splits and fix the normalisation; once (later calls return at once)."""
         if self._ready:
             return
         if self.source is None:
@@ -130,10 +129,6 @@ class ImageDataModule(pl.LightningDataModule):
             return tuple(self.source.train.images.shape[-2:])
         return self.cfg.img_size, self.cfg.img_size
 
-    def _rank(self) -> Tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def _large_transform(self, train: bool) -> v2.Compose:
         c = self.cfg
         if train:
@@ -149,8 +144,9 @@ class ImageDataModule(pl.LightningDataModule):
             ops.append(v2.RandomErasing(p=1.0, scale=(0.02, 0.02), ratio=(1.0, 1.0), value=0))
         return v2.Compose(ops)
 
-    def _loader(self, split: Any, train: bool) -> DataLoader:
-        rank, world = self._rank()
+    def loader(self, train: bool, rank: int = 0, world: int = 1) -> DataLoader:
+        """The training or validation loader of process `rank` of `world` (each process its own shard)."""
+        split = self.source.train if train else self.source.val
         c = self.cfg
         sampler = ShardedSampler(len(split), rank, world, shuffle=train, seed=self.seed, pad=train)
         if self.small:
@@ -161,24 +157,19 @@ class ImageDataModule(pl.LightningDataModule):
         else:
             dataset = FileImageDataset(split, self._large_transform(train))
             kwargs = dict(num_workers=c.workers, persistent_workers=c.workers > 0, pin_memory=torch.cuda.is_available())
-        return ResumableDataLoader(dataset, sampler, batch_size=c.batch_size, drop_last=train and len(split) >= c.batch_size * world, **kwargs)
+        drop_last = train and len(split) >= c.batch_size * world
+        return ResumableDataLoader(dataset, sampler, batch_size=c.batch_size, drop_last=drop_last, **kwargs)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.source.train, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.source.val, train=False)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def prepare_batch(self, batch: Any, training: bool, step: int = 0, rank: int = 0) -> Any:
+        """A batch on its device, made ready for the model: small images augmented (when `training`) and normalised
+        as a batch; large images come ready from their transforms."""
         if not self.small:
             return batch
         images, labels = batch
-        training = self.trainer is not None and self.trainer.training
         if training:
             # NOTE: the generator is seeded by (seed, step, rank): a resumed run draws the same augmentations.
-            rank, _ = self._rank()
             g = torch.Generator(device=images.device)
-            g.manual_seed(hash((self.seed, self.trainer.global_step, rank)) & 0xFFFF_FFFF)
+            g.manual_seed(hash((self.seed, step, rank)) & 0xFFFF_FFFF)
             images = augment_batch(images, BatchAugmentCfg(self.cfg.crop_padding, self.cfg.flip), g)
         images = normalize(images, self.mean, self.std)
         if training and self.cfg.cutout:
