@@ -83,3 +83,18 @@ def test_nas_imports_on_its_own_and_models_pull_in_no_engine():
             "timm.create_model('microdensenet_cifar_tiny'); timm.create_model('darts_v2_cifar')\n"
             "import microdense.deploy.export, microdense.deploy.predict\n")
     assert modules_loaded_by(code, ("lightning", "torchmetrics", "onnxruntime")) == []
+
+
+def test_data_pulls_in_no_training_engine():
+    from conftest import modules_loaded_by
+    code = "import microdense.data.pipeline, microdense.data.sources\n"
+    assert modules_loaded_by(code, ("lightning", "torchmetrics")) == []
+
+
+def test_the_package_never_imports_its_front_door():
+    """`microdense_cli` (the torch-free front door) imports `microdense.cli`; nothing in the package imports it back."""
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            assert "microdense_cli" not in names, path
