@@ -1,4 +1,4 @@
-"""The block exactly as DESIGN.md §1: channel arithmetic, refusals, every ablation, zero-init."""
+"""The block exactly as docs/design.md §1: channel arithmetic, refusals, every ablation, zero-init."""
 import itertools
 
 import pytest

@@ -1,4 +1,4 @@
-"""Every variant meets its DESIGN.md target, and golden counts catch silent drift."""
+"""Every variant meets its docs/design.md target, and golden counts catch silent drift."""
 import pytest
 import timm
 import torch
@@ -17,7 +17,7 @@ GOLDEN = {
     "microdensenet_imagenet_base": (19_498_312, 3_277_777_920),
 }
 
-# (low, high) bounds from DESIGN.md §1: "about" = ±25% for the exploratory sizes, ±3% for base.
+# (low, high) bounds from docs/design.md §1.7: "about" = ±25% for the exploratory sizes, ±3% for base.
 PARAM_TARGETS = {
     "microdensenet_cifar_tiny": (0.25e6 * 0.75, 0.25e6 * 1.25),
     "microdensenet_cifar_small": (1e6 * 0.75, 1e6 * 1.25),
@@ -68,7 +68,7 @@ def test_macs_are_half_the_counted_flops():
     assert measure_size("conv", net, (3, 4, 4)).macs == 4 * 4 * 3 * 8
 
 
-# DESIGN.md §2: published sizes at 10 classes; each must round to it or lie within 2% of it.
+# docs/design.md §2: published sizes at 10 classes; each must round to it or lie within 2% of it.
 PUBLISHED = {
     "resnet20_cifar": 0.27e6,
     "resnet56_cifar": 0.85e6,

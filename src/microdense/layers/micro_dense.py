@@ -2,7 +2,7 @@
 
 Zhu et al., "When Residual Learning Meets Dense Aggregation: Rethinking the Aggregation of Deep
 Neural Networks", arXiv:2004.08796. Only the abstract is public to this project; every choice it
-does not fix is a field of `MicroDenseBlockCfg` (see DESIGN.md §1 for the reconstruction).
+does not fix is a field of `MicroDenseBlockCfg` (see docs/design.md §1 for the reconstruction).
 
 A block with micro_depth L (pre-activation form):
 

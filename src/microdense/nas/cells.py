@@ -60,7 +60,7 @@ def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class MicroDenseCellGroup(nn.Module):
-    """L consecutive normal cells as the layers of one micro-dense block (DESIGN.md §1, NAS part).
+    """L consecutive normal cells as the layers of one micro-dense block (docs/design.md §1.8).
 
     Cell i reads s0 = the group input g and s1 = conv-BN(cat(g, out_1, ..., out_{i-1})); the group returns
     g + conv-BN(cat(out_1, ..., out_L)): dense inside, residual around.

@@ -3,7 +3,7 @@
 Liu et al., "DARTS: Differentiable Architecture Search" (evaluation network: stem, 20 cells,
 reductions at 1/3 and 2/3, auxiliary head at 2/3, drop-path ramped over training). With
 `micro_depth` L > 0, every run of L consecutive normal cells becomes one `MicroDenseCellGroup`
-(DESIGN.md §1, the NAS integration); `micro_depth=0` is the plain host, exactly.
+(docs/design.md §1.8, the NAS integration); `micro_depth=0` is the plain host, exactly.
 
 `forward` returns logits only. Training code that wants the auxiliary logits calls
 `forward_train`, and ramps drop-path with `set_progress`: both are hooks any model may offer.
