@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train through the Lightning pipeline on synthetic data: its img/s and overhead")
     p.add_argument("--kernels", action="store_true",
                    help="also list the oneDNN convolution kernels one training step runs, with their time (CPU)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile --steps training steps (torch.profiler): where a step's time goes, by operator")
     p.add_argument("--json", metavar="PATH", help="write {machine, results} as JSON")
     p.add_argument("--plot", metavar="PNG", help="draw throughput and memory against parameters")
 

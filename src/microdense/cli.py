@@ -184,7 +184,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, description=f"benchmarking {spec}")
 
         report = run_bench(specs, args.batch_size, args.steps, args.warmup, args.device, args.latency_runs,
-                           args.pipeline, progress, args.kernels)
+                           args.pipeline, progress, args.kernels, args.profile)
         bar.update(task, completed=len(specs), description="done")
     m = report["machine"]
     out = _console()
@@ -205,6 +205,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             row += [_fmt(r.get("pipeline_img_s"), "{:.1f}"), _fmt(r.get("pipeline_overhead"), "{:+.1%}")]
         table.add_row(*row)
     out.print(table)
+    for r in report["results"] if args.profile else []:
+        p = r["profile"]
+        out.print(f"{r['model']}: {p['step_ms']:.0f} ms per step: " + "; ".join(
+            f"{name} {100 * g['share']:.0f}%" for name, g in p["groups"].items()), soft_wrap=True)
     for r in report["results"] if args.kernels else []:
         total = sum(k["ms"] for k in r.get("kernels", [])) or 1.0
         out.print(f"{r['model']}: " + "; ".join(

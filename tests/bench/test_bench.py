@@ -86,3 +86,13 @@ def test_kernels_name_each_convolution_implementation_with_its_time():
     props = {k["prop"] for k in result["kernels"]}
     assert props == {"forward_training", "backward_data", "backward_weights"}
     assert any(k["grouped"] for k in result["kernels"]) and all(k["calls"] >= 1 for k in result["kernels"])
+
+
+def test_profile_splits_a_step_into_its_parts():
+    from microdense.bench.worker import measure
+    result = measure("microdensenet_cifar_tiny:channels_last=true", batch_size=2, steps=2, warmup=0, device="cpu",
+                     latency_runs=1, profile=True)
+    p = result["profile"]
+    assert p["step_ms"] > 0 and sum(g["ms"] for g in p["groups"].values()) == pytest.approx(p["step_ms"], rel=1e-3)
+    assert {"conv forward", "conv backward", "BN forward", "BN backward", "ReLU backward", "cat"} <= set(p["groups"])
+    assert [o["ms"] for o in p["top_ops"]] == sorted((o["ms"] for o in p["top_ops"]), reverse=True)

@@ -20,9 +20,9 @@ COLUMNS = ("model", "params", "macs", "train_img_s", "infer_img_s", "latency_ms"
 
 
 def bench_one(spec: str, batch_size: int, steps: int, warmup: int, device: str, latency_runs: int,
-              pipeline: bool, kernels: bool = False) -> Dict[str, Any]:
+              pipeline: bool, kernels: bool = False, profile: bool = False) -> Dict[str, Any]:
     opts = dict(spec=spec, batch_size=batch_size, steps=steps, warmup=warmup, device=device,
-                latency_runs=latency_runs, pipeline=pipeline, kernels=kernels)
+                latency_runs=latency_runs, pipeline=pipeline, kernels=kernels, profile=profile)
     proc = subprocess.run([sys.executable, "-m", "microdense.bench.worker", json.dumps(opts)],
                           capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
@@ -37,7 +37,8 @@ def bench_one(spec: str, batch_size: int, steps: int, warmup: int, device: str, 
 
 def run_bench(specs: List[str], batch_size: int = 64, steps: int = 10, warmup: int = 3, device: str = "cpu",
               latency_runs: int = 30, pipeline: bool = False,
-              progress: Optional[Callable[[int, str], None]] = None, kernels: bool = False) -> Dict[str, Any]:
+              progress: Optional[Callable[[int, str], None]] = None, kernels: bool = False,
+              profile: bool = False) -> Dict[str, Any]:
     """Measure every spec (see `microdense.bench.worker`); each is checked before any measurement starts.
 
     Raises:
@@ -54,7 +55,7 @@ def run_bench(specs: List[str], batch_size: int = 64, steps: int = 10, warmup: i
     for i, spec in enumerate(specs):
         if progress:
             progress(i, spec)
-        r = bench_one(spec, batch_size, steps, warmup, device, latency_runs, pipeline, kernels)
+        r = bench_one(spec, batch_size, steps, warmup, device, latency_runs, pipeline, kernels, profile)
         r["efficiency"] = None if r["train_flops"] is None else r["train_flops"] / machine["matmul_fp32_flops"]
         results.append(r)
     return {"machine": machine, "provenance": provenance(), "command": " ".join(["microdense", *sys.argv[1:]]),

@@ -73,7 +73,7 @@ def _timed(fn, steps: int, device: torch.device) -> float:
 
 
 def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, latency_runs: int,
-            pipeline: bool = False, kernels: bool = False) -> Dict[str, Any]:
+            pipeline: bool = False, kernels: bool = False, profile: bool = False) -> Dict[str, Any]:
     import microdense  # noqa: F401  (registers the models)
     from microdense.models.size import count_flops_by_module, count_params
     from microdense.models import create_model, resolve_input_size
@@ -139,12 +139,48 @@ def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, la
         # NOTE: a training step costs ~3 forward passes (forward, and backward for inputs and for weights).
         "train_flops": 3 * flops * train_img_s,
     }
+    model.train()
     if kernels and dev.type == "cpu":
-        model.train()
         result["kernels"] = conv_kernels(onednn_verbose(train_step))
+    if profile:
+        result["profile"] = profile_step(train_step, steps)
     if pipeline:
         result.update(measure_pipeline(model, batch_size, steps, warmup, dev, options, train_img_s))
     return result
+
+
+# torch profiler operators -> the part of a training step each is (self time; the rest is "other")
+PROFILE_GROUPS = (
+    ("conv forward", ("aten::mkldnn_convolution", "aten::convolution", "aten::_convolution", "aten::conv2d")),
+    ("conv backward", ("aten::convolution_backward",)),
+    ("BN forward", ("aten::native_batch_norm", "aten::_native_batch_norm_legit", "aten::batch_norm")),
+    ("BN backward", ("aten::native_batch_norm_backward",)),
+    ("ReLU forward", ("aten::relu", "aten::relu_", "aten::clamp_min", "aten::clamp_min_")),
+    ("ReLU backward", ("aten::threshold_backward",)),
+    ("cat", ("aten::cat",)),
+    ("copies", ("aten::copy_", "aten::clone", "aten::_to_copy")),
+)
+
+
+def profile_step(train_step: Callable[[], None], steps: int) -> Dict[str, Any]:
+    """Where a training step's time goes: `torch.profiler` over `steps` steps, operators' self time summed into
+    `PROFILE_GROUPS` (milliseconds per step and shares), and the heaviest operators by name."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            train_step()
+    ops = {e.key: e.self_cpu_time_total / 1e3 / steps for e in prof.key_averages()}
+    total = sum(ops.values()) or 1.0
+    group_of = {op: name for name, members in PROFILE_GROUPS for op in members}
+    groups: Dict[str, float] = {}
+    for op, ms in ops.items():
+        groups[group_of.get(op, "other")] = groups.get(group_of.get(op, "other"), 0.0) + ms
+    return {"step_ms": round(total, 2),
+            "groups": {k: dict(ms=round(v, 2), share=round(v / total, 4)) for k, v in
+                       sorted(groups.items(), key=lambda kv: -kv[1])},
+            "top_ops": [dict(op=op, ms=round(ms, 2), share=round(ms / total, 4))
+                        for op, ms in sorted(ops.items(), key=lambda kv: -kv[1])[:12]]}
 
 
 def conv_kernels(verbose_lines: List[str]) -> List[Dict[str, Any]]:
