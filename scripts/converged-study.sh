@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The `converged` study (issue 21): tiny and resnet20, 30 epochs each, seeds 0 and 1, on the shared CIFAR-10 training
+# images. Two one-thread lanes side by side, one per core, each taking one net's run of one seed and then the other
+# net's of the other seed (shards I/4), so the two lanes carry equal work. Resumable: run it again and finished runs are
+# skipped, an interrupted one resumes from its last checkpoint. Equal epochs, so a busy machine changes no accuracy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-../shared/data/cifar10-jpeg/train}
+OUT=${OUT:-docs/results/converged}
+mkdir -p "$OUT"
+lane() {
+  for shard in "$@"; do
+    OMP_NUM_THREADS=1 nice .venv/bin/microdense study run converged --data imagefolder --data-dir "$DATA" --out "$OUT" \
+      --shard "$shard/4" --quiet >> "$OUT/lane-${1%%/*}.log" 2>&1
+  done
+}
+lane 0 3 & a=$!   # tiny seed 0, then resnet20 seed 1
+lane 1 2 & b=$!   # resnet20 seed 0, then tiny seed 1
+wait "$a" "$b"
+.venv/bin/microdense study report "$OUT"
