@@ -24,6 +24,13 @@ DATA_KINDS = ("synthetic", "cifar10", "cifar100", "imagefolder")
 TRAIN_FLAGS = (
     ("--model", "model.name", dict(help="registered model name (default microdensenet_cifar_tiny)")),
     ("--num-classes", "model.num_classes", dict(type=int, help="classifier outputs (default: from the data)")),
+    ("--pretrained", "model.pretrained", dict(action="store_true", default=None,
+                                              help="start from the model's released weights (a new classifier when "
+                                                   "the class count differs)")),
+    ("--init-from", "model.init_from", dict(metavar="WEIGHTS",
+                                            help="start from these weights: a run folder, model.safetensors, a .ckpt "
+                                                 "or a released name (model.tag); the classifier is new when the "
+                                                 "class count differs")),
     ("--genotype", "model.kwargs.genotype", dict(help="DARTS-space models: DARTS_V1/DARTS_V2, a JSON file or text, "
                                                       "or a Genotype(...) string")),
     ("--data", "data.name", dict(choices=DATA_KINDS, help="dataset (default: synthetic)")),
@@ -138,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="draw throughput and memory against parameters")
 
     p = sub.add_parser("eval", help="top-1/top-5/loss of a trained model")
-    p.add_argument("--checkpoint", required=True, help="run folder, model.safetensors or a .ckpt")
+    p.add_argument("--checkpoint", required=True,
+                   help="run folder, model.safetensors, a .ckpt, or a released name (model.tag)")
     _add_data_args(p, "synthetic", checked=True)
     p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"), default="auto")
     p.add_argument("--json", action="store_true", help="last line printed is one JSON object")
@@ -149,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-k labels for image files and folders")
     p.add_argument("--checkpoint", required=True,
-                   help="run folder, model.safetensors, a .ckpt, or an exported .onnx / TorchScript .pt")
+                   help="run folder, model.safetensors, a .ckpt, a released name (model.tag), or an exported .onnx / "
+                        "TorchScript .pt")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders walked recursively")
     p.add_argument("--topk", type=number(int, 1), help="labels per image (default 5, or every class if fewer)")
     p.add_argument("--batch-size", type=number(int, 1), default=32)
@@ -161,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="BatchNorm layers that directly follow a conv are folded into it first; the file "
                                    "is kept only if its logits match the source model within 1e-4 with the same "
                                    "top-1. TorchScript is deprecated by PyTorch; prefer onnx.")
-    p.add_argument("--checkpoint", required=True, help="run folder, model.safetensors or a .ckpt")
+    p.add_argument("--checkpoint", required=True,
+                   help="run folder, model.safetensors, a .ckpt, or a released name (model.tag)")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
     p.add_argument("--out", help="file to write (default: beside the checkpoint, model.onnx or model.pt)")
     p.add_argument("--opset", type=number(int, 13, 23, high_open=False), help="ONNX opset (default 18)")

@@ -281,8 +281,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UserError("--opset and --dynamic-batch are ONNX options; drop them or use --format onnx", exit_code=2)
     checkpoint = Path(args.checkpoint)
     loaded = load_model(checkpoint)
-    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    out = Path(args.out) if args.out else folder / f"model{SUFFIXES[args.format]}"
+    if checkpoint.exists():
+        folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+        default = folder / f"model{SUFFIXES[args.format]}"
+    else:  # a released name: the file goes to the working folder, named after the release
+        default = Path(f"{args.checkpoint}{SUFFIXES[args.format]}")
+    out = Path(args.out) if args.out else default
     result = export_model_file(loaded, out, args.format, args.opset or DEFAULT_OPSET, args.dynamic_batch)
     print(f"{result.fold.describe()}")
     print(f"checked on {result.images} inputs: max |logit difference| {result.max_abs_diff:.2e} (<= 1e-4), "

@@ -1,11 +1,13 @@
 """The model section of a training configuration, and the one place a configured model is built."""
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
 
 from microdense.fields import check_fields, setting
+from microdense.models._pretrained import parse_release_name, require_release
 from microdense.models._registry import create_model
 
 __all__ = ["ModelCfg", "build_model", "model_args"]
@@ -24,13 +26,38 @@ class ModelCfg:
     num_classes: Optional[int] = setting(None, ge=2)  # None: the data's class count
     drop_rate: Optional[float] = setting(None, ge=0, lt=1)  # dropout before the classifier
     drop_path_rate: Optional[float] = setting(None, ge=0, lt=1)  # stochastic depth (DARTS: its final drop-path)
+    # start from the model's released weights, as timm's pretrained=True (a new classifier if num_classes differs)
+    pretrained: bool = False
+    # start from these weights: a run folder, model.safetensors, a .ckpt or a released name (model.tag); every tensor
+    # is loaded but the classifier when the class count differs
+    init_from: Optional[str] = None
 
     def __post_init__(self) -> None:
         check_fields(self)
         if "num_classes" in self.kwargs:
             raise ValueError("ModelCfg.kwargs: num_classes is a field of its own; set model.num_classes")
         with torch.device("meta"):  # every argument checked by the model itself, at no cost in memory or time
-            build_model(self, self.num_classes or 10)
+            build_model(self, self.num_classes or 10, weights=False)
+        # NOTE: the weights are only found here, not read: they are loaded once, into the real model.
+        if self.pretrained and self.init_from is not None:
+            raise ValueError("ModelCfg.init_from: pretrained is set too; start from one of them")
+        if self.pretrained:
+            _require_release("pretrained", self.name, None)
+        if self.init_from is not None:
+            named = parse_release_name(self.init_from)
+            if named is not None and not Path(self.init_from).exists():
+                _require_release("init_from", *named)
+            elif not self.init_from or not Path(self.init_from).exists():
+                raise FileNotFoundError(f"ModelCfg.init_from: {self.init_from!r} does not exist; give a run folder, "
+                                        "model.safetensors, a .ckpt or a released name such as "
+                                        "microdensenet_cifar_tiny.cifar10")
+
+
+def _require_release(field: str, model: str, tag: Optional[str]) -> None:
+    try:
+        require_release(model, tag)
+    except ValueError as e:
+        raise ValueError(f"ModelCfg.{field}: {e}") from None
 
 
 def model_args(cfg: ModelCfg, num_classes: int) -> Dict[str, Any]:
@@ -39,6 +66,9 @@ def model_args(cfg: ModelCfg, num_classes: int) -> Dict[str, Any]:
     return dict(num_classes=num_classes, **set_fields, **cfg.kwargs)
 
 
-def build_model(cfg: ModelCfg, num_classes: int) -> nn.Module:
-    """The network `cfg` describes, with `num_classes` outputs."""
-    return create_model(cfg.name, **model_args(cfg, num_classes))
+def build_model(cfg: ModelCfg, num_classes: int, weights: bool = True) -> nn.Module:
+    """The network `cfg` describes, with `num_classes` outputs; with the released weights when `cfg.pretrained` (and
+    `weights`: False builds the architecture alone). `init_from` is the trainer's to apply
+    (`microdense.train.saved_model.init_from`): its sources are files this project's trainer writes."""
+    pretrained = dict(pretrained=True) if cfg.pretrained and weights else {}
+    return create_model(cfg.name, **model_args(cfg, num_classes), **pretrained)

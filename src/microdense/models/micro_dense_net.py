@@ -15,10 +15,11 @@ import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import BatchNormAct2d, ClassifierHead, make_divisible
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
 from microdense.layers import MicroDenseBlock, MicroDenseBlockCfg, route_strided_pointwise
 from microdense.models._common import build_stages, cifar_cfg, init_weights
+from microdense.models._pretrained import build_model_with_release
 from microdense.models._registry import WidthKnob
 from microdense.models._staged import StagedNet
 
@@ -211,7 +212,7 @@ class MicroDenseNet(StagedNet):
 def _create_microdensenet(variant: str, pretrained: bool = False, **kwargs: Any) -> MicroDenseNet:
     cfg = kwargs.pop("cfg", None) or model_cfgs[variant]
     out_indices = tuple(range(len(cfg.stages)))
-    return build_model_with_cfg(
+    return build_model_with_release(
         MicroDenseNet, variant, pretrained,
         model_cfg=cfg,
         feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
@@ -235,10 +236,10 @@ def _cifar_cfg(**kwargs: Any) -> Dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs({
-    "microdensenet_cifar_tiny": _cifar_cfg(),
-    "microdensenet_cifar_small": _cifar_cfg(),
-    "microdensenet_cifar_base": _cifar_cfg(),
-    "microdensenet_cifar_large": _cifar_cfg(),
+    "microdensenet_cifar_tiny.cifar10": _cifar_cfg(),
+    "microdensenet_cifar_small.cifar10": _cifar_cfg(),
+    "microdensenet_cifar_base.cifar10": _cifar_cfg(),
+    "microdensenet_cifar_large.cifar10": _cifar_cfg(),
     "microdensenet_imagenet_small": _cfg(),
     "microdensenet_imagenet_base": _cfg(),
 })

@@ -13,12 +13,13 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.layers import ClassifierHead
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from microdense.layers import checkpoint_call, route_strided_pointwise
 from microdense.models import WidthKnob
 from microdense.models._common import cifar_cfg
+from microdense.models._pretrained import build_model_with_release
 from microdense.nas.cells import Cell, MicroDenseCellGroup
 from microdense.nas.genotypes import Genotype, genotype_to_json, parse_genotype, validate
 
@@ -175,12 +176,12 @@ class DartsNetwork(nn.Module):
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> DartsNetwork:
     if isinstance(kwargs.get("genotype"), Genotype):  # keep model args JSON-serialisable for exports
         kwargs["genotype"] = genotype_to_json(kwargs["genotype"])
-    return build_model_with_cfg(DartsNetwork, variant, pretrained,
-                                feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2)), **kwargs)
+    return build_model_with_release(DartsNetwork, variant, pretrained,
+                                    feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2)), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
-    name: cifar_cfg("stem.0", "head.fc") for name in (
+    f"{name}.cifar10": cifar_cfg("stem.0", "head.fc") for name in (
         "darts_cifar", "darts_v1_cifar", "darts_v2_cifar", "microdense_darts_v1_cifar", "microdense_darts_v2_cifar")
 })
 

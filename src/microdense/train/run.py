@@ -20,7 +20,7 @@ from microdense.train.checkpoint_io import SafeCheckpointIO
 from microdense.models.config import build_model, model_args
 from microdense.provenance import provenance
 from microdense.train.config import TrainConfig, save_config
-from microdense.train.saved_model import RunInfo, export_model
+from microdense.train.saved_model import RunInfo, export_model, init_from, origin, release_info
 from microdense.train.interrupt import StopOnInterrupt, StopRequested
 from microdense.train.report import EpochReport, read_metrics
 from microdense.train.system import ClassificationSystem
@@ -129,6 +129,17 @@ def _devices(value: str) -> Any:
     return int(value) if str(value).isdigit() else value
 
 
+def _start_weights(model: torch.nn.Module, cfg: TrainConfig, resuming: bool) -> Optional[Dict[str, Any]]:
+    """Load `model.init_from`'s weights into `model` (`model.pretrained`'s build_model has loaded); returns what the
+    run started from, for its provenance. A resumed run's weights come from its checkpoint."""
+    if cfg.model.init_from:
+        return dict(source=cfg.model.init_from) if resuming else init_from(model, cfg.model.init_from)
+    if cfg.model.pretrained:
+        tag, info = release_info(cfg.model.name)
+        return origin(info, f"{cfg.model.name}.{tag}")
+    return None
+
+
 def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: bool = True) -> TrainResult:
     """Train the model `cfg` names as it says; returns the final figures (also in the run folder).
 
@@ -156,6 +167,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
     num_classes = datamodule.num_classes
     model = build_model(cfg.model, num_classes)
+    started_from = _start_weights(model, cfg, resume_from is not None)
     if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +205,8 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     if system.ema is not None:  # NOTE: the weights' running average is kept in eval mode on purpose
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     c, (h, w) = 3, datamodule.image_size
-    made_by = {**provenance(), "data": datamodule.source.fingerprint}
+    made_by = {**provenance(), "data": datamodule.source.fingerprint,
+               **({"started_from": started_from} if started_from else {})}
     system.run_info = RunInfo(
         model=cfg.model.name, model_args=model_args(cfg.model, num_classes), classes=list(datamodule.source.classes),
         mean=tuple(datamodule.mean), std=tuple(datamodule.std), input_size=(c, h, w), ema=cfg.optim.ema_decay > 0,

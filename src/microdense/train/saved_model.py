@@ -3,7 +3,9 @@
 
 The export folder is a timm local model: `timm.create_model("local-dir:RUN", pretrained=True)`
 (after `import microdense`) rebuilds the trained network. Checkpoints and exports carry the same `RunInfo`,
-written and read in one shape.
+written and read in one shape. `load_model` also takes a released name (`microdensenet_cifar_tiny.cifar10`, or a
+bare model name that has a release: `microdense.models._pretrained`), and `init_from` starts a new model from any of
+these.
 """
 import copy
 import dataclasses
@@ -23,6 +25,7 @@ from timm.models import save_for_hf
 
 from microdense.io import publish
 from microdense.models import create_model
+from microdense.models._pretrained import parse_release_name, pretrained_overlay, read_release, require_release
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 RUN_INFO_KEY = "microdense"  # the key of RunInfo in a checkpoint and in config.json
@@ -145,13 +148,81 @@ def _load_lightning(path: Path) -> LoadedModel:
     return LoadedModel(model, info)
 
 
+def release_info(model: str, tag: Optional[str] = None) -> Tuple[str, RunInfo]:
+    """(tag, the RunInfo its header holds) of the release of `model` under `tag` (None: the model's default).
+
+    Raises:
+        ValueError: no such release, or its file is truncated or corrupt.
+    """
+    tag, path = require_release(model, tag)
+    meta = read_release(path)
+    record = meta["record"]
+    return tag, RunInfo(
+        model=model, model_args=dict(num_classes=meta["num_classes"]), classes=meta["classes"], mean=meta["mean"],
+        std=meta["std"], input_size=meta["input_size"], crop_pct=meta["crop_pct"],
+        metrics={k: record.get(k) for k in ("val_top1", "val_top5")},
+        provenance=dict(release=f"{model}.{tag}", code=dict(commit=record.get("commit")), data=record.get("data")))
+
+
+def _load_release(model: str, tag: Optional[str]) -> LoadedModel:
+    tag, info = release_info(model, tag)
+    # NOTE: the overlay names the file, so timm loads exactly this release (any tag, registered or not).
+    overlay = pretrained_overlay(model, True, tag)
+    return LoadedModel(create_model(model, pretrained=True, pretrained_cfg_overlay=overlay), info)
+
+
 def load_model(path: os.PathLike) -> LoadedModel:
-    """Rebuild a trained model from a run folder, a model.safetensors export or a Lightning .ckpt."""
+    """Rebuild a trained model from a run folder, a model.safetensors export, a Lightning .ckpt, or a released name
+    (`model.tag`, or a registered model name that has a release)."""
     path = Path(path)
     if path.is_dir():
         return _load_export(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; expected a run folder, {WEIGHTS} or a .ckpt file")
+        named = parse_release_name(str(path))
+        if named is not None:
+            return _load_release(*named)
+        raise FileNotFoundError(f"checkpoint {path} does not exist; expected a run folder, {WEIGHTS}, a .ckpt file or "
+                                "a released name such as microdensenet_cifar_tiny.cifar10")
     if path.suffix == ".safetensors":
         return _load_export(path.parent)
     return _load_lightning(path)
+
+
+def origin(info: RunInfo, source: str) -> Dict[str, Any]:
+    """What a run started from, for its provenance: the source as given, its architecture, commit and val top-1."""
+    code = info.provenance.get("code") or {}
+    return dict(source=str(source), model=info.model, commit=code.get("commit"), val_top1=info.metrics.get("val_top1"))
+
+
+def _is_head(src: torch.Tensor, dst: torch.Tensor, src_classes: int, dst_classes: int) -> bool:
+    """A classifier tensor (any head: the main one, an auxiliary one) of a model whose class count changed."""
+    return (src_classes != dst_classes and src.shape[1:] == dst.shape[1:] and src.ndim >= 1
+            and (src.shape[0], dst.shape[0]) == (src_classes, dst_classes))
+
+
+def init_from(model: nn.Module, source: str) -> Dict[str, Any]:
+    """Load the weights of `source` (a run folder, model.safetensors, a .ckpt this project wrote, or a released name)
+    into `model`: every tensor, but the classifier when the class count differs, which keeps its fresh initialisation.
+
+    Returns:
+        `origin` of the source, for the run's provenance.
+
+    Raises:
+        ValueError: any other tensor is missing, extra or of another shape (named), or the file cannot be read.
+        FileNotFoundError: no such file, folder or released name.
+    """
+    loaded = load_model(source)
+    src, dst = loaded.model.state_dict(), model.state_dict()
+    src_classes, dst_classes = loaded.model.num_classes, getattr(model, "num_classes", None)
+    heads = {k for k in set(src) & set(dst) if _is_head(src[k], dst[k], src_classes, dst_classes)}
+    wrong = [*(f"{k} (missing)" for k in sorted(set(dst) - set(src))),
+             *(f"{k} (not in the model)" for k in sorted(set(src) - set(dst))),
+             *(f"{k} {tuple(src[k].shape)} vs {tuple(dst[k].shape)}" for k in sorted(set(src) & set(dst) - heads)
+               if src[k].shape != dst[k].shape)]
+    if wrong:
+        more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
+        target = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
+        raise ValueError(f"ModelCfg.init_from: the weights of {source} ({loaded.info.model}) do not fit {target}: "
+                         f"{'; '.join(wrong[:5])}{more}; start from a run of the same model and arguments")
+    model.load_state_dict({k: v for k, v in src.items() if k not in heads}, strict=False)
+    return origin(loaded.info, source)

@@ -10,11 +10,12 @@ from typing import Any
 
 import torch.nn as nn
 from timm.layers import BatchNormAct2d, create_conv2d
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.resnetv2 import ResNetV2
 
 from microdense.layers import route_strided_pointwise
 from microdense.models._common import cifar_cfg, rescale_feature_info
+from microdense.models._pretrained import build_model_with_release
 
 _conv = partial(create_conv2d, bias=False)
 
@@ -36,13 +37,13 @@ class CifarPreActResNet(ResNetV2):
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarPreActResNet:
-    return build_model_with_cfg(CifarPreActResNet, variant, pretrained,
-                                feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)), **kwargs)
+    return build_model_with_release(CifarPreActResNet, variant, pretrained,
+                                    feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
-    "preact_resnet164_cifar": cifar_cfg("stem.conv", "head.fc"),
-    "wrn28_10_cifar": cifar_cfg("stem.conv", "head.fc"),
+    "preact_resnet164_cifar.cifar10": cifar_cfg("stem.conv", "head.fc"),
+    "wrn28_10_cifar.cifar10": cifar_cfg("stem.conv", "head.fc"),
 })
 
 

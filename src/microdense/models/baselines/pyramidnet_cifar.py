@@ -11,11 +11,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import BatchNormAct2d, ClassifierHead, DropPath
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
 from microdense.layers import route_strided_pointwise
 from microdense.models._registry import WidthKnob
 from microdense.models._common import build_stages, cifar_cfg, init_weights
+from microdense.models._pretrained import build_model_with_release
 from microdense.models._staged import StagedNet
 
 
@@ -72,12 +73,12 @@ class PyramidNet(StagedNet):
         route_strided_pointwise(self)
 
 
-default_cfgs = generate_default_cfgs({"pyramidnet110_a48_cifar": cifar_cfg("stem.0", "head.fc")})
+default_cfgs = generate_default_cfgs({"pyramidnet110_a48_cifar.cifar10": cifar_cfg("stem.0", "head.fc")})
 
 
 @register_model
 def pyramidnet110_a48_cifar(pretrained: bool = False, **kwargs: Any) -> PyramidNet:
     """PyramidNet-110, alpha 48 (1.7M)."""
-    return build_model_with_cfg(PyramidNet, "pyramidnet110_a48_cifar", pretrained,
-                                feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2)),
-                                **dict(dict(depth=110, alpha=48), **kwargs))
+    return build_model_with_release(PyramidNet, "pyramidnet110_a48_cifar", pretrained,
+                                    feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2)),
+                                    **dict(dict(depth=110, alpha=48), **kwargs))

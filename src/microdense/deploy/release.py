@@ -1,0 +1,200 @@
+"""A finished run folder as released weights: `<model>.<tag>.safetensors` (float32 weights, and in its header what
+feeding the network needs and what made it) and its model card `<model>.<tag>.md`, by default into the package's
+`weights/` folder, where `timm.create_model(model, pretrained=True)` finds them (`microdense.models._pretrained`).
+
+    release_weights("runs/tiny-c10", "cifar10", command="microdense train --model ... --seed 0")
+
+`scripts/release-weights.sh RUN TAG "COMMAND"` runs it.
+"""
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from microdense.io import atomic_path, atomic_write_text
+from microdense.models import create_model
+from microdense.models._pretrained import SUFFIX, release_metadata, weights_dir
+from microdense.train.config import PROVENANCE_KEY, nest
+from microdense.train.report import read_metrics
+from microdense.train.saved_model import RunInfo, load_model
+
+__all__ = ["release_weights"]
+
+TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
+# NOTE: arguments that change training alone, not the network a plain timm.create_model(name) builds.
+TRAINING_ONLY_ARGS = ("num_classes", "drop_rate", "drop_path_rate", "memory_efficient")
+# the recipe values a card names, as dotted fields of the run's config.yaml: always, and when they are set
+KEY_SETTINGS = ("optim.lr", "data.batch_size", "optim.schedule", "optim.weight_decay", "optim.label_smoothing",
+                "run.precision")
+SET_SETTINGS = ("optim.ema_decay", "optim.mixup", "optim.cutmix", "data.cutout", "data.randaugment", "run.time_budget",
+                "run.max_steps", "model.pretrained", "model.init_from")
+
+
+def _run_config(run_dir: Path) -> Dict[str, Any]:
+    """The run's config.yaml as nested values (either layout), read without re-checking it: a source it started from
+    may be gone."""
+    path = run_dir / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{run_dir} has no config.yaml; release a run folder that microdense train wrote") \
+            from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of field: value")
+    data.pop(PROVENANCE_KEY, None)
+    return nest(data, f"config file {path}", legacy=True)
+
+
+def _check_registered_architecture(info: RunInfo, state: Dict[str, torch.Tensor], run_dir: Path) -> None:
+    """Refuse a run whose network is not the one `timm.create_model(info.model)` builds: its release would not load."""
+    extra = sorted(k for k in info.model_args if k not in TRAINING_ONLY_ARGS)
+    if extra:
+        raise ValueError(f"{run_dir} was built with model arguments {extra} that the registered {info.model} does "
+                         "not have; only a network timm.create_model builds from its name can be released")
+    with torch.device("meta"):
+        reference = create_model(info.model, num_classes=len(info.classes)).state_dict()
+    wrong = sorted(k for k in set(reference) | set(state)
+                   if k not in reference or k not in state or reference[k].shape != state[k].shape)
+    if wrong:
+        raise ValueError(f"{run_dir}'s weights do not fit the registered {info.model}: {', '.join(wrong[:5])}"
+                         f"{' ...' if len(wrong) > 5 else ''}")
+
+
+def _record(run_dir: Path, info: RunInfo, values: Dict[str, Any], command: str) -> Dict[str, Any]:
+    """What made the weights: the release header's `record`."""
+    rows = read_metrics(run_dir / "metrics.csv")
+    run = values.get("run", {})
+    data = dict(info.provenance.get("data") or {"name": values.get("data", {}).get("name")})
+    data["val_split"] = values.get("data", {}).get("val_split")
+    settings = {}
+    for key in (*KEY_SETTINGS, *SET_SETTINGS):
+        section, name = key.split(".")
+        value = values.get(section, {}).get(name)
+        if value is not None and (key in KEY_SETTINGS or value not in (False, 0, -1)):
+            settings[key] = value
+    code = info.provenance.get("code") or {}
+    return dict(
+        data=data, recipe=values.get("recipe"), settings=settings,
+        epochs=_number(rows[-1]["epoch"]) if rows else run.get("epochs"), steps=int(rows[-1]["step"]) if rows else None,
+        seed=run.get("seed", 0), commit=code.get("commit"), dirty=code.get("dirty"),
+        val_top1=info.metrics.get("val_top1"), val_top5=info.metrics.get("val_top5"), command=command)
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def _rounded(values: Any) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
+
+
+def _percent(value: Optional[float]) -> str:
+    return "not measured" if value is None else f"{100 * value:.2f}%"
+
+
+def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sha256: str) -> str:
+    """The Markdown card of release `name` (`model.tag`)."""
+    data = record["data"]
+    per_class = data.get("per_class") or {}
+    images = f"{data['images']:,} images" if data.get("images") is not None else "image count not recorded"
+    held = f", {data['val_split']:g} of them held out for validation" if data.get("val_split") else ""
+    fingerprint = (f"; SHA-256 of its {data.get('hashed', 'contents')}: `{data['sha256']}`" if data.get("sha256")
+                   else "; no fingerprint recorded")
+    settings = ", ".join(f"{k.split('.')[1]} {v}" for k, v in record["settings"].items()) or "its defaults"
+    commit = record["commit"] or "not recorded"
+    if record.get("dirty"):
+        commit += " (with uncommitted changes)"
+    c, h, w = info.input_size
+    lines = [
+        f"# {name}",
+        "",
+        f"`{info.model}` ({params / 1e6:.3f}M parameters) trained on {data.get('name')}: {len(info.classes)} classes, "
+        f"input {c}x{h}x{w}.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| file | `{name}{SUFFIX}`, SHA-256 `{sha256}` |",
+        f"| classes | {', '.join(info.classes)} |",
+        f"| input | {c}x{h}x{w}, mean {_rounded(info.mean)}, std {_rounded(info.std)}, crop_pct {info.crop_pct} |",
+        f"| data | {data.get('name')}: {images} ({len(per_class) or len(info.classes)} classes){held}{fingerprint} |",
+        f"| recipe | {record['recipe']}: {settings} |",
+        f"| epochs | {record['epochs']}" + (f" ({record['steps']} steps)" if record.get("steps") else "") + " |",
+        f"| seed | {record['seed']} |",
+        f"| commit | {commit} |",
+        f"| val top-1 / top-5 | {_percent(record['val_top1'])} / {_percent(record['val_top5'])} |",
+        "",
+        "## Load",
+        "",
+        "```python",
+        "import timm, microdense",
+        f'model = timm.create_model("{info.model}", pretrained=True)          # this release, offline',
+        f'model = timm.create_model("{info.model}", pretrained=True, num_classes=3)  # a new 3-way classifier',
+        "```",
+        "",
+        f"`microdense predict --checkpoint {name} IMAGES`, `microdense eval --checkpoint {name} ...`; fine-tune with "
+        f"`microdense train --model {info.model} --pretrained ...` or `--init-from {name}`.",
+        "",
+        "## The command that reproduces it",
+        "",
+        "```bash",
+        record["command"],
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def release_weights(run_dir: os.PathLike, tag: str, out_dir: Optional[os.PathLike] = None,
+                    command: Optional[str] = None) -> Path:
+    """Release the weights of the finished run in `run_dir` as `<model>.<tag>.safetensors` and its card
+    `<model>.<tag>.md` in `out_dir` (default: the package's weights folder); returns the weights file.
+
+    Args:
+        run_dir: a run folder `microdense train` finished (model.safetensors, config.json, config.yaml).
+        tag: the release's name after the model's, e.g. "cifar10" (lower-case letters, digits, '_' and '-').
+        out_dir: where to write; default `microdense.models._pretrained.weights_dir()`.
+        command: the command that reproduces the run; None reads it from the file `run_dir/command`.
+
+    Raises:
+        ValueError: a bad tag, no command, a run of another architecture than the registered one, or files that are
+            truncated or corrupt.
+        FileNotFoundError, FileExistsError: the run folder lacks a file, or the release exists already.
+    """
+    run_dir = Path(run_dir)
+    if not TAG_PATTERN.fullmatch(tag):
+        raise ValueError(f"release tag {tag!r} must be lower-case letters, digits, '_' and '-', e.g. cifar10")
+    if command is None and (run_dir / "command").is_file():
+        command = (run_dir / "command").read_text().strip()
+    if not command or not command.strip():
+        raise ValueError(f"no command for {run_dir}'s release: give the command that reproduces the run, or write it "
+                         "to the file RUN/command")
+    values = _run_config(run_dir)
+    loaded = load_model(run_dir)
+    info = loaded.info
+    state = {k: (v.float() if v.is_floating_point() else v).contiguous()
+             for k, v in loaded.model.state_dict().items()}
+    _check_registered_architecture(info, state, run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else weights_dir()
+    name = f"{info.model}.{tag}"
+    weights, card = out_dir / f"{name}{SUFFIX}", out_dir / f"{name}.md"
+    for path in (weights, card):
+        if path.exists():
+            raise FileExistsError(f"{path} exists already; remove it to release {name} again")
+    record = _record(run_dir, info, values, command.strip())
+    metadata = release_metadata(info.model, tag, info.classes, info.mean, info.std, info.input_size, info.crop_pct,
+                                record)
+    with atomic_path(weights) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+        sha256 = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    params = sum(p.numel() for p in loaded.model.parameters())
+    atomic_write_text(card, model_card(name, info, record, params, sha256))
+    return weights
+
