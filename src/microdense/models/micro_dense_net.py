@@ -2,7 +2,7 @@
 
 Zhu et al., "When Residual Learning Meets Dense Aggregation: Rethinking the Aggregation of Deep
 Neural Networks", arXiv:2004.08796. The layer tables are not public: the widths below are this
-project's reconstruction (DESIGN.md §1), sized to the targets named there. A variant is a
+project's reconstruction (docs/design.md §1), sized to the targets named there. A variant is a
 `MicroDenseNetCfg` in `model_cfgs`; any `MicroDenseBlockCfg` field can be overridden at creation:
 
     timm.create_model("microdensenet_cifar_base", pyramid="constant", cardinality="fixed")
@@ -69,7 +69,7 @@ def _stages(
     )
 
 
-# NOTE: widths are the project's reconstruction, sized so each variant meets its DESIGN.md target
+# NOTE: widths are the project's reconstruction, sized so each variant meets its docs/design.md target
 # (tested in tests/models/test_sizes.py): parameters for CIFAR at 10 classes, MACs for ImageNet.
 model_cfgs: Dict[str, MicroDenseNetCfg] = dict(
     microdensenet_cifar_tiny=MicroDenseNetCfg(
