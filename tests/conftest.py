@@ -76,3 +76,12 @@ def conv_channel_counts(model) -> list:
         elif isinstance(m, torch.nn.BatchNorm2d):
             counts.append(m.num_features)
     return counts
+
+
+def cpu_flags() -> set:
+    """This CPU's instruction-set flags (/proc/cpuinfo), empty where it cannot tell."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()

@@ -11,21 +11,14 @@ import textwrap
 
 import pytest
 
+from conftest import cpu_flags
+
 # oneDNN ceiling -> the /proc/cpuinfo flags a CPU needs to run it; None: no ceiling (the CPU's own best kernels)
 CEILINGS = {
     "AVX2": {"avx2", "fma"},
     "AVX512_CORE": {"avx512f", "avx512bw", "avx512vl", "avx512dq"},
     None: set(),
 }
-
-
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
-
 
 STEP_EVERY_MODEL = textwrap.dedent("""
     import math
@@ -51,7 +44,7 @@ STEP_EVERY_MODEL = textwrap.dedent("""
 @pytest.mark.slow
 @pytest.mark.parametrize("ceiling", CEILINGS, ids=[c or "native" for c in CEILINGS])
 def test_every_model_takes_a_training_step_under_each_isa(ceiling):
-    missing = CEILINGS[ceiling] - _cpu_flags()
+    missing = CEILINGS[ceiling] - cpu_flags()
     if missing:
         pytest.skip(f"this CPU lacks {sorted(missing)}, so it cannot run oneDNN's {ceiling} kernels")
     from microdense_cli import MODEL_NAMES

@@ -11,19 +11,11 @@ import timm
 import torch
 import torch.nn as nn
 
+from conftest import cpu_flags
 from microdense.layers import MicroDenseBlockCfg, SubsampledConv2d, route_strided_pointwise
 from microdense.models import MicroDenseNet, MicroDenseNetCfg, MicroDenseStageCfg
 
-
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
-
-
-needs_avx2 = pytest.mark.skipif("avx2" not in _cpu_flags(),
+needs_avx2 = pytest.mark.skipif("avx2" not in cpu_flags(),
                                 reason="not an x86 CPU with AVX2: oneDNN's AVX2 kernels cannot run here")
 
 

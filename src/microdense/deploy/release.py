@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
-import yaml
 from safetensors.torch import save_file
 
 from microdense.io import atomic_path, atomic_write_text
 from microdense.models import create_model
 from microdense.models._pretrained import SUFFIX, release_metadata, weights_dir
-from microdense.train.config import PROVENANCE_KEY, nest
+from microdense.train.config import read_values
 from microdense.train.report import read_metrics
 from microdense.train.saved_model import RunInfo, load_model
 
@@ -39,17 +38,9 @@ def _run_config(run_dir: Path) -> Dict[str, Any]:
     """The run's config.yaml as nested values (either layout), read without re-checking it: a source it started from
     may be gone."""
     path = run_dir / "config.yaml"
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{run_dir} has no config.yaml; release a run folder that microdense train wrote") \
-            from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of field: value")
-    data.pop(PROVENANCE_KEY, None)
-    return nest(data, f"config file {path}", legacy=True)
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no config.yaml; release a run folder that microdense train wrote")
+    return read_values(path, "config file")
 
 
 def _check_registered_architecture(info: RunInfo, state: Dict[str, torch.Tensor], run_dir: Path) -> None:

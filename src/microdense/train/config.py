@@ -181,7 +181,8 @@ def nest(values: Dict[str, Any], where: str, legacy: bool = False) -> Dict[str, 
     return out
 
 
-def _read_yaml(path: Path, what: str) -> Dict[str, Any]:
+def read_values(path: Path, what: str) -> Dict[str, Any]:
+    """A YAML file of training fields (either layout; a run's provenance record dropped) as nested values."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -198,7 +199,7 @@ def recipe_values(name: str) -> Dict[str, Any]:
     if name not in RECIPES:
         raise ValueError(f"TrainConfig.recipe: unknown value {name!r}; choose one of {', '.join(RECIPES)}")
     path = resources.files("microdense.train") / "recipes" / f"{name}.yaml"
-    return _read_yaml(Path(str(path)), "recipe")
+    return read_values(Path(str(path)), "recipe")
 
 
 def merge(*layers: Dict[str, Any]) -> Dict[str, Any]:
@@ -232,7 +233,7 @@ def resolve_config(cli: Dict[str, Any], config_file: Optional[str] = None) -> Tr
     Raises:
         ValueError, TypeError: one line naming the field, the value and what is allowed.
     """
-    from_file = _read_yaml(Path(config_file), "config file") if config_file else {}
+    from_file = read_values(Path(config_file), "config file") if config_file else {}
     given = nest({k: v for k, v in cli.items() if v is not None}, "the command line")
     recipe = given.get("recipe", from_file.get("recipe", TrainConfig.recipe))
     if not isinstance(recipe, str):
