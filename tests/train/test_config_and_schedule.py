@@ -238,3 +238,15 @@ def test_lookahead_pulls_the_weights_back_every_k_steps(lookahead, expected_move
             p.grad = torch.ones_like(p)
         opt.step()
     assert torch.allclose(model.weight - start, torch.full_like(start, expected_move), atol=1e-6)
+
+
+def test_compile_wraps_the_training_forward_and_leaves_checkpoints_alone():
+    import torch.nn as nn
+
+    from microdense.train.system import ClassificationSystem
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    plain = ClassificationSystem(model, OptimCfg(), num_classes=3, run=RunCfg(epochs=1))
+    compiled = ClassificationSystem(model, OptimCfg(), num_classes=3, run=RunCfg(epochs=1, compile=True))
+    assert getattr(compiled._train_forward, "_torchdynamo_orig_callable", None) == model.__call__
+    assert plain._train_forward == model.__call__
+    assert list(compiled.state_dict()) == list(plain.state_dict())  # no second copy of the model under another name

@@ -79,6 +79,7 @@ class RunCfg:
     accelerator: str = setting("auto", choices=ACCELERATORS)
     precision: str = setting("32-true", choices=PRECISIONS)
     channels_last: bool = False
+    compile: bool = False  # torch.compile the training forward (inductor; compiles at the first steps, CPU or GPU)
     deterministic: bool = False
     checkpoint_every: int = setting(0, ge=0)  # also save last.ckpt every N steps (0: at epoch ends only)
     val_flip: bool = False  # validate on the mean of each image's logits and its mirror image's (flip TTA)

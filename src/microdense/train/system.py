@@ -50,6 +50,9 @@ class ClassificationSystem(pl.LightningModule):
         else:
             self.train_loss = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
         self.ema = ModelEmaV3(model, decay=optim.ema_decay) if optim.ema_decay > 0 else None
+        forward = getattr(model, "forward_train", model.__call__)
+        # NOTE: a compiled function, not a module: checkpoints, the EMA and validation keep seeing the plain model.
+        self._train_forward = torch.compile(forward) if run.compile else forward
         top5 = min(5, num_classes)
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -103,10 +106,9 @@ class ClassificationSystem(pl.LightningModule):
             x, target = self.mixup(x, y)
         elif self.mixup is not None:
             target = F.one_hot(y, self.num_classes).float()
-        if hasattr(self.model, "forward_train"):  # models with auxiliary heads expose their logits this way
-            logits, aux_logits = self.model.forward_train(x)
-        else:
-            logits, aux_logits = self.model(x), []
+        out = self._train_forward(x)
+        # NOTE: models with auxiliary heads return (logits, aux logits) from their forward_train
+        logits, aux_logits = out if isinstance(out, tuple) else (out, [])
         loss = self.train_loss(logits, target)
         for aux in aux_logits:
             loss = loss + self.optim_cfg.aux_weight * self.train_loss(aux, target)
