@@ -75,7 +75,8 @@ def test_kernels_name_each_convolution_implementation_with_its_time():
         "g8mb4_ic32oc32_ih16oh16kh3sh1dh0ph1_iw16ow16kw3sw1dw0pw1,0.5",
         "onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,forward_training,src:f32,,alg:convolution_direct,"
         "g8mb4_ic32oc32_ih16oh16kh3sh1dh0ph1_iw16ow16kw3sw1dw0pw1,0.25",
-        "onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx2,backward_data,src:f32,,alg:convolution_direct,"
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx2,backward_data,src:f32,,"
+        "alg:convolution_direct,"
         "mb4_ic32oc32_ih16oh16kh1sh1dh0ph0_iw16ow16kw1sw1dw0pw0,1.5",
     ]
     assert conv_kernels(lines) == [

@@ -101,8 +101,8 @@ def test_raw_strided_pointwise_kernel_on_avx2():
     """)
     if proc.returncode != 0:
         assert proc.returncode < 0, f"failed without a crash:\n{proc.stderr[-800:]}"  # killed by a signal (abort)
-        pytest.xfail(f"oneDNN's jit_1x1:avx2 backward-weights kernel still crashes (oneDNN#6035) (signal {-proc.returncode}, torch "
-                     f"{torch.__version__}); layers/safe_conv.py routes around it")
+        pytest.xfail(f"oneDNN's jit_1x1:avx2 backward-weights kernel still crashes (oneDNN#6035) (signal "
+                     f"{-proc.returncode}, torch {torch.__version__}); layers/safe_conv.py routes around it")
     assert "survived" in proc.stdout
     warnings.warn(f"the oneDNN strided 1x1 fault no longer reproduces with torch {torch.__version__}: "
                   "layers/safe_conv.py can go")

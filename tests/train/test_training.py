@@ -233,7 +233,8 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 def test_resume_after_kill_matches_uninterrupted_run(image_tree, tmp_path):
-    common = [*TRAIN, "--data-dir", str(image_tree), "--set", "run.deterministic=true", "--set", "run.checkpoint_every=1"]
+    common = [*TRAIN, "--data-dir", str(image_tree), "--set", "run.deterministic=true",
+              "--set", "run.checkpoint_every=1"]
     assert main([*common, "--out", str(tmp_path / "straight")]) == 0
 
     script = tmp_path / "kill.py"
@@ -269,7 +270,8 @@ class RecordLearningRates(pl.Callback):
 def test_time_budget_stops_the_run_at_the_schedules_final_learning_rate(image_tree, tmp_path):
     budget_min = 0.05  # 3 s of training; 1000 epochs would take minutes
     cfg = resolve_config({"recipe": "budget", "data.name": "imagefolder", "data.root": str(image_tree),
-                          "data.val_split": 0.25, "data.batch_size": 8, "run.epochs": 1000, "run.time_budget": budget_min,
+                          "data.val_split": 0.25, "data.batch_size": 8, "run.epochs": 1000,
+                          "run.time_budget": budget_min,
                           "run.accelerator": "cpu", "run.devices": "1", "run.out": str(tmp_path / "run")})
     assert cfg.run.channels_last and cfg.optim.warmup_fraction > 0
     record = RecordLearningRates()

@@ -104,7 +104,8 @@ def _overrides(raw: Any, where: str) -> Dict[str, Any]:
         raise ValueError(f"{where} must be a mapping of training fields, got {raw!r}")
     overrides = nest(dict(raw or {}), where, legacy=True)
     names = [key for key, value in overrides.items() if not isinstance(value, dict)]
-    names += [f"{section}.{name}" for section, fields in overrides.items() if isinstance(fields, dict) for name in fields]
+    names += [f"{section}.{name}" for section, fields in overrides.items() if isinstance(fields, dict)
+              for name in fields]
     owned = sorted(n for n in names if n in RUN_FIELDS or n.startswith("data."))
     if owned:
         raise ValueError(f"{where} may not set {owned}: the study sets them (entries, seeds, budget, recipe, data)")
