@@ -48,3 +48,11 @@ def test_folded_model_equals_the_source(name):
 def test_post_activation_resnet_folds_every_bn():
     _, report = fold_batchnorm(timm.create_model("resnet110_cifar"))
     assert report.kept == 0 and report.folded == 111
+
+
+@pytest.mark.parametrize("name, folded, kept", [("microdensenet_cifar_tiny", 12, 16), ("microdensenet_cifar_base", 36, 56)])
+def test_pre_activation_micro_dense_nets_fold_what_the_readme_says(name, folded, kept):
+    """Only the BNs right after a conv fold (each layer's bottleneck, the projection shortcuts); the figures quoted
+    in the README and docs/performance.md."""
+    _, report = fold_batchnorm(timm.create_model(name))
+    assert (report.folded, report.kept) == (folded, kept)

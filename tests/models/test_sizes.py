@@ -60,6 +60,9 @@ def test_stage_rows_add_up(sizes):
     outside = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("stages."))
     assert sum(st.params for st in s.stages) + outside == s.params
     assert sum(st.macs for st in s.stages) < s.macs
+    # the stage rows `microdense info microdensenet_cifar_base` prints (README "Variants")
+    assert [(st.params, st.macs) for st in s.stages] == [(263_232, 263_192_576), (1_016_064, 256_901_120),
+                                                         (2_728_576, 173_477_888)]
 
 
 def test_macs_are_half_the_counted_flops():

@@ -161,3 +161,20 @@ def test_genotype_strings_are_never_evaluated(tmp_path, template):
     with pytest.raises(ValueError):
         parse_genotype(template.format(path=str(marker)))
     assert not marker.exists()
+
+
+# The sizes the README's NAS table quotes: (parameters without the auxiliary head, with it, MACs at 32x32).
+NAS_SIZES = {
+    "darts_v1_cifar": (3_169_414, 3_645_840, 500_987_520),
+    "darts_v2_cifar": (3_349_342, 3_825_768, 528_359_040),
+    "microdense_darts_v1_cifar": (10_941_526, 11_417_952, 1_516_222_080),
+    "microdense_darts_v2_cifar": (11_121_454, 11_597_880, 1_543_593_600),
+}
+
+
+@pytest.mark.parametrize("name", NAS_SIZES)
+def test_nas_table_sizes(name):
+    from microdense.models.size import measure_size
+    model = timm.create_model(name, auxiliary=True)
+    macs = measure_size(name, timm.create_model(name), (3, 32, 32)).macs
+    assert (_params(model, aux=False), _params(model), macs) == NAS_SIZES[name]
