@@ -16,9 +16,10 @@ FLOOR = 0.3  # points
 
 
 def means(folder: Path) -> dict:
-    """label -> (mean, sample std or 0, runs) of val top-1 in points, from a study folder's results.jsonl."""
+    """label -> (mean, sample std or 0, runs) of val top-1 in points, from a study folder's results.jsonl (none yet: empty)."""
     by_entry: dict = {}
-    for line in (folder / "results.jsonl").read_text().splitlines():
+    rows = folder / "results.jsonl"
+    for line in (rows.read_text().splitlines() if rows.exists() else []):
         if line.strip():
             row = json.loads(line)
             by_entry.setdefault(row["entry"], []).append(100 * row["val_top1"])
@@ -42,6 +43,10 @@ def bench_rates(path: Path) -> dict:
 def main(epochs_dir: str = "docs/results/group-width", time_dir: str = "docs/results/group-width-time",
          bench: str = "docs/results/group-width/bench-native.json") -> int:
     epochs, timed, rates = means(Path(epochs_dir)), means(Path(time_dir)), bench_rates(Path(bench))
+    short = [k for k, (_, _, runs) in epochs.items() if runs < 2]
+    if short:
+        print(f"equal epochs incomplete ({', '.join(short)} have fewer than 2 seeds): no decision yet")
+        return 1
     best = max(epochs, key=lambda k: epochs[k][0])
     print(f"(1) equal epochs: best {best} {epochs[best][0]:.2f} ± {epochs[best][1]:.2f} ({epochs[best][2]} runs)")
     eligible = []
@@ -51,6 +56,10 @@ def main(epochs_dir: str = "docs/results/group-width", time_dir: str = "docs/res
         eligible += [label] if ok else []
         print(f"    {label:10s} {mean:6.2f} ± {std:4.2f} ({runs} runs): {epochs[best][0] - mean:5.2f} behind, "
               f"margin {margin:.2f} -> {'eligible' if ok else 'out'}")
+    if len(eligible) == 1:
+        print(f"winner: {eligible[0]}, the only eligible entry: steps (2) and (3) choose among eligible entries, so "
+              "no equal-time or bench result can change it")
+        return 0
     ranked = sorted((k for k in eligible if k in timed), key=lambda k: -timed[k][0])
     print("(2) 10 minutes: " + "; ".join(f"{k} {timed[k][0]:.2f} ± {timed[k][1]:.2f} ({timed[k][2]} runs)"
                                           for k in ranked))
