@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 
 import microdense  # noqa: F401  (registers the models)
 from conftest import make_image_tree
+from microdense.data.config import DataCfg
+from microdense.data.pipeline import ImagePipeline
 from microdense.deploy.release import release_weights
 from microdense.models import _pretrained
 from microdense.models._pretrained import read_release
@@ -170,6 +172,11 @@ def test_fine_tuning_starts_from_the_source_with_a_new_classifier(start, release
     assert started["model"] == "microdensenet_cifar_tiny" and started["commit"]
     tuned = json.loads((out / "config.json").read_text())["microdense"]
     assert tuned["classes"] == ["class0", "class1", "class2"] and tuned["provenance"]["started_from"] == started
+    # the source's normalisation, not the new images' own statistics
+    own = ImagePipeline(DataCfg(name="imagefolder", root=str(tree), val_split=0.25), None, seed=0)
+    own.load()
+    source_info = json.loads((run / "config.json").read_text())["microdense"]
+    assert (tuned["mean"], tuned["std"]) == (source_info["mean"], source_info["std"]) != (list(own.mean), list(own.std))
 
 
 def test_init_from_names_the_tensors_that_do_not_fit(released, weights):

@@ -6,7 +6,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
 import torch
@@ -20,7 +20,8 @@ from microdense.train.checkpoint_io import SafeCheckpointIO
 from microdense.models.config import build_model, model_args
 from microdense.provenance import provenance
 from microdense.train.config import TrainConfig, save_config
-from microdense.train.saved_model import RunInfo, export_model, init_from, origin, release_info
+from microdense.train.saved_model import (LoadedModel, RunInfo, export_model, init_from, load_model, origin,
+                                         release_info)
 from microdense.train.interrupt import StopOnInterrupt, StopRequested
 from microdense.train.report import EpochReport, read_metrics
 from microdense.train.system import ClassificationSystem
@@ -129,11 +130,23 @@ def _devices(value: str) -> Any:
     return int(value) if str(value).isdigit() else value
 
 
-def _start_weights(model: torch.nn.Module, cfg: TrainConfig, resuming: bool) -> Optional[Dict[str, Any]]:
+def _start_source(cfg: TrainConfig) -> Tuple[Optional[LoadedModel], Optional[RunInfo]]:
+    """What a fine-tuning run starts from: (`model.init_from` loaded, its RunInfo), (None, the RunInfo of
+    `model.pretrained`'s release), or (None, None) for a run from scratch."""
+    if cfg.model.init_from:
+        loaded = load_model(cfg.model.init_from)
+        return loaded, loaded.info
+    if cfg.model.pretrained:
+        return None, release_info(cfg.model.name)[1]
+    return None, None
+
+
+def _start_weights(model: torch.nn.Module, cfg: TrainConfig, loaded: Optional[LoadedModel],
+                   resuming: bool) -> Optional[Dict[str, Any]]:
     """Load `model.init_from`'s weights into `model` (`model.pretrained`'s build_model has loaded); returns what the
     run started from, for its provenance. A resumed run's weights come from its checkpoint."""
     if cfg.model.init_from:
-        return dict(source=cfg.model.init_from) if resuming else init_from(model, cfg.model.init_from)
+        return dict(source=cfg.model.init_from) if resuming else init_from(model, cfg.model.init_from, loaded)
     if cfg.model.pretrained:
         tag, info = release_info(cfg.model.name)
         return origin(info, f"{cfg.model.name}.{tag}")
@@ -159,7 +172,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     pl.seed_everything(run.seed, workers=True, verbose=False)
 
-    datamodule = ImageDataModule(cfg.data, cfg.model.num_classes, seed=run.seed)
+    # NOTE: fine-tuned weights keep the normalisation they were trained with, as timm's pretrained data config does.
+    loaded, source = _start_source(cfg)
+    datamodule = ImageDataModule(cfg.data, cfg.model.num_classes, seed=run.seed,
+                                 mean_std=(tuple(source.mean), tuple(source.std)) if source else None)
     if _is_launch_primary():
         datamodule.prepare_data()  # downloads, before the model can be sized from the data
     datamodule.setup("fit")
@@ -167,7 +183,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
     num_classes = datamodule.num_classes
     model = build_model(cfg.model, num_classes)
-    started_from = _start_weights(model, cfg, resume_from is not None)
+    started_from = _start_weights(model, cfg, loaded, resume_from is not None)
     if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     run_dir.mkdir(parents=True, exist_ok=True)

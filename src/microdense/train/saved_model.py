@@ -200,9 +200,10 @@ def _is_head(src: torch.Tensor, dst: torch.Tensor, src_classes: int, dst_classes
             and (src.shape[0], dst.shape[0]) == (src_classes, dst_classes))
 
 
-def init_from(model: nn.Module, source: str) -> Dict[str, Any]:
+def init_from(model: nn.Module, source: str, loaded: Optional[LoadedModel] = None) -> Dict[str, Any]:
     """Load the weights of `source` (a run folder, model.safetensors, a .ckpt this project wrote, or a released name)
     into `model`: every tensor, but the classifier when the class count differs, which keeps its fresh initialisation.
+    `loaded`: `load_model(source)`, when the caller has it already.
 
     Returns:
         `origin` of the source, for the run's provenance.
@@ -211,7 +212,7 @@ def init_from(model: nn.Module, source: str) -> Dict[str, Any]:
         ValueError: any other tensor is missing, extra or of another shape (named), or the file cannot be read.
         FileNotFoundError: no such file, folder or released name.
     """
-    loaded = load_model(source)
+    loaded = loaded or load_model(source)
     src, dst = loaded.model.state_dict(), model.state_dict()
     src_classes, dst_classes = loaded.model.num_classes, getattr(model, "num_classes", None)
     heads = {k for k in set(src) & set(dst) if _is_head(src[k], dst[k], src_classes, dst_classes)}
