@@ -150,3 +150,18 @@ def test_model_cfg_refuses_what_it_cannot_start_from(weights, tmp_path):
         ModelCfg(init_from="resnet20_cifar.cifar10")
     with pytest.raises(ValueError, match="ModelCfg.init_from: pretrained is set too"):
         ModelCfg(pretrained=True, init_from=str(tmp_path))
+
+
+def test_shipped_releases_are_listed_by_timm(weights):
+    path, _ = write_release(weights, "resnet20_cifar")
+    cfgs = {"resnet20_cifar.cifar10": {"num_classes": 10}, "resnet32_cifar.cifar10": {"num_classes": 10}}
+    default = _pretrained.generate_release_cfgs(cfgs)
+    assert default["resnet20_cifar"].is_pretrained and default["resnet20_cifar"].cfgs["cifar10"].file == str(path)
+    assert not default["resnet32_cifar"].is_pretrained and default["resnet32_cifar"].cfgs["cifar10"].file is None
+
+
+def test_every_release_in_the_package_is_listed_by_timm():
+    shipped = sorted(p.name.removesuffix(".safetensors") for p in _pretrained.weights_dir().glob("*.safetensors"))
+    if not shipped:
+        pytest.skip("the package ships no release yet")
+    assert set(shipped) <= set(timm.list_pretrained())

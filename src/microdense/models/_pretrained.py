@@ -11,7 +11,9 @@ made it: `architecture`, `tag`, `classes` (JSON list, class names by index), `me
     timm.create_model("microdensenet_cifar_tiny", pretrained=True, num_classes=3)  # a new 3-way classifier
 
 Every family creates its models through `build_model_with_release`, which looks the release up when a model is made
-(never at import, so tests can point `weights_dir` elsewhere) and hands it to timm as a `pretrained_cfg_overlay`.
+(so tests can point `weights_dir` elsewhere) and hands it to timm as a `pretrained_cfg_overlay`, and registers its
+pretrained cfgs through `generate_release_cfgs`, which marks the shipped ones so that `timm.list_pretrained()` lists
+them.
 """
 import glob
 import json
@@ -19,10 +21,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from safetensors import SafetensorError, safe_open
-from timm.models import build_model_with_cfg, get_pretrained_cfg, is_model, split_model_name_tag
+from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, is_model, split_model_name_tag
 
-__all__ = ["build_model_with_release", "parse_release_name", "pretrained_overlay", "read_release", "release_metadata",
-           "released", "require_release", "weights_dir"]
+__all__ = ["build_model_with_release", "generate_release_cfgs", "parse_release_name", "pretrained_overlay",
+           "read_release", "release_metadata", "released", "require_release", "weights_dir"]
 
 SUFFIX = ".safetensors"
 JSON_KEYS = ("classes", "mean", "std", "input_size", "crop_pct", "num_classes", "record")
@@ -159,3 +161,17 @@ def build_model_with_release(model_cls: Callable[..., Any], variant: str, pretra
         kwargs["pretrained_cfg_overlay"] = {**pretrained_overlay(variant, True, cfg or None), **overlay}
     return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
 
+
+def generate_release_cfgs(cfgs: Dict[str, Dict[str, Any]]) -> Any:
+    """timm's `generate_default_cfgs`, with `file` set in each `model.tag` cfg whose release ships in `weights_dir()`.
+
+    timm lists a model as pretrained (`list_pretrained`, `is_model_pretrained`) only when its cfg names a source, so
+    the shipped releases are marked when a family is registered; what `pretrained=True` loads is still looked up when
+    the model is made.
+    """
+    marked = {}
+    for name, cfg in cfgs.items():
+        model, tag = split_model_name_tag(name)
+        found = released(model, tag) if tag else None
+        marked[name] = {**cfg, "file": str(found[1])} if found else cfg
+    return generate_default_cfgs(marked)

@@ -15,11 +15,11 @@ import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import BatchNormAct2d, ClassifierHead, make_divisible
-from timm.models import generate_default_cfgs, register_model
+from timm.models import register_model
 
 from microdense.layers import MicroDenseBlock, MicroDenseBlockCfg, route_strided_pointwise
 from microdense.models._common import build_stages, cifar_cfg, init_weights
-from microdense.models._pretrained import build_model_with_release
+from microdense.models._pretrained import build_model_with_release, generate_release_cfgs
 from microdense.models._registry import WidthKnob
 from microdense.models._staged import StagedNet
 
@@ -235,7 +235,7 @@ def _cifar_cfg(**kwargs: Any) -> Dict[str, Any]:
     return _cfg(**cifar_cfg("stem.0", "head.fc", **kwargs))
 
 
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_release_cfgs({
     "microdensenet_cifar_tiny.cifar10": _cifar_cfg(),
     "microdensenet_cifar_small.cifar10": _cifar_cfg(),
     "microdensenet_cifar_base.cifar10": _cifar_cfg(),

@@ -13,13 +13,13 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.layers import ClassifierHead
-from timm.models import generate_default_cfgs, register_model
+from timm.models import register_model
 from timm.models._features import feature_take_indices
 
 from microdense.layers import checkpoint_call, route_strided_pointwise
 from microdense.models import WidthKnob
 from microdense.models._common import cifar_cfg
-from microdense.models._pretrained import build_model_with_release
+from microdense.models._pretrained import build_model_with_release, generate_release_cfgs
 from microdense.nas.cells import Cell, MicroDenseCellGroup
 from microdense.nas.genotypes import Genotype, genotype_to_json, parse_genotype, validate
 
@@ -180,7 +180,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> DartsNetwo
                                     feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2)), **kwargs)
 
 
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_release_cfgs({
     f"{name}.cifar10": cifar_cfg("stem.0", "head.fc") for name in (
         "darts_cifar", "darts_v1_cifar", "darts_v2_cifar", "microdense_darts_v1_cifar", "microdense_darts_v2_cifar")
 })

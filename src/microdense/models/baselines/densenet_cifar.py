@@ -7,13 +7,13 @@ stride-1 conv, no BN-ReLU or max-pool (every dense layer begins with its own BN-
 from typing import Any
 
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
+from timm.models import register_model
 from timm.models.densenet import DenseNet
 
 from microdense.layers import route_strided_pointwise
 from microdense.models._registry import WidthKnob
 from microdense.models._common import cifar_cfg, rescale_feature_info
-from microdense.models._pretrained import build_model_with_release
+from microdense.models._pretrained import build_model_with_release, generate_release_cfgs
 
 
 class CifarDenseNet(DenseNet):
@@ -37,7 +37,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarDense
                                     feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)), **kwargs)
 
 
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_release_cfgs({
     "densenet_bc100_k12_cifar.cifar10": cifar_cfg("features.conv0", "classifier"),
     "densenet_bc190_k40_cifar.cifar10": cifar_cfg("features.conv0", "classifier"),
 })

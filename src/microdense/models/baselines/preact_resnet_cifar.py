@@ -10,12 +10,12 @@ from typing import Any
 
 import torch.nn as nn
 from timm.layers import BatchNormAct2d, create_conv2d
-from timm.models import generate_default_cfgs, register_model
+from timm.models import register_model
 from timm.models.resnetv2 import ResNetV2
 
 from microdense.layers import route_strided_pointwise
 from microdense.models._common import cifar_cfg, rescale_feature_info
-from microdense.models._pretrained import build_model_with_release
+from microdense.models._pretrained import build_model_with_release, generate_release_cfgs
 
 _conv = partial(create_conv2d, bias=False)
 
@@ -41,7 +41,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarPreAc
                                     feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)), **kwargs)
 
 
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_release_cfgs({
     "preact_resnet164_cifar.cifar10": cifar_cfg("stem.conv", "head.fc"),
     "wrn28_10_cifar.cifar10": cifar_cfg("stem.conv", "head.fc"),
 })

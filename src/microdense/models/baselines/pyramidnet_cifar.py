@@ -11,12 +11,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import BatchNormAct2d, ClassifierHead, DropPath
-from timm.models import generate_default_cfgs, register_model
+from timm.models import register_model
 
 from microdense.layers import route_strided_pointwise
 from microdense.models._registry import WidthKnob
 from microdense.models._common import build_stages, cifar_cfg, init_weights
-from microdense.models._pretrained import build_model_with_release
+from microdense.models._pretrained import build_model_with_release, generate_release_cfgs
 from microdense.models._staged import StagedNet
 
 
@@ -73,7 +73,7 @@ class PyramidNet(StagedNet):
         route_strided_pointwise(self)
 
 
-default_cfgs = generate_default_cfgs({"pyramidnet110_a48_cifar.cifar10": cifar_cfg("stem.0", "head.fc")})
+default_cfgs = generate_release_cfgs({"pyramidnet110_a48_cifar.cifar10": cifar_cfg("stem.0", "head.fc")})
 
 
 @register_model

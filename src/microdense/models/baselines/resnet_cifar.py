@@ -11,12 +11,12 @@ from typing import Any, Tuple, Type, Union
 
 import torch.nn as nn
 from timm.layers import ClassifierHead, DropPath
-from timm.models import generate_default_cfgs, register_model
+from timm.models import register_model
 from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
 
 from microdense.layers import route_strided_pointwise
 from microdense.models._common import build_stages, cifar_cfg, init_weights
-from microdense.models._pretrained import build_model_with_release
+from microdense.models._pretrained import build_model_with_release, generate_release_cfgs
 from microdense.models._staged import StagedNet
 
 
@@ -71,7 +71,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNe
                                     feature_cfg=dict(flatten_sequential=True, out_indices=out_indices), **kwargs)
 
 
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_release_cfgs({
     "resnet20_cifar.cifar10": cifar_cfg("stem.0", "head.fc"),
     "resnet56_cifar.cifar10": cifar_cfg("stem.0", "head.fc"),
     "resnet110_cifar.cifar10": cifar_cfg("stem.0", "head.fc"),
