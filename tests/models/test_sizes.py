@@ -12,8 +12,8 @@ GOLDEN = {
     "microdensenet_cifar_tiny": (260_506, 43_452_288),
     "microdensenet_cifar_small": (1_070_122, 166_758_912),
     "microdensenet_cifar_base": (4_014_890, 694_461_440),
-    "microdensenet_cifar_large": (11_736_826, 1_792_040_448),
-    "microdensenet_imagenet_small": (7_367_048, 1_575_290_880),
+    "microdensenet_cifar_large": (11_156_218, 1_643_404_800),
+    "microdensenet_imagenet_small": (7_049_096, 1_431_687_168),
     "microdensenet_imagenet_base": (19_498_312, 3_277_777_920),
 }
 

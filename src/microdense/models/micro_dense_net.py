@@ -79,9 +79,9 @@ model_cfgs: Dict[str, MicroDenseNetCfg] = dict(
     microdensenet_cifar_base=MicroDenseNetCfg(
         stages=_stages((128, 256, 512), (4, 4, 3), (32, 64, 120), group_width=8), stem_width=32),
     microdensenet_cifar_large=MicroDenseNetCfg(
-        stages=_stages((192, 384, 768), (4, 4, 4), (48, 96, 192), group_width=16), stem_width=48),
+        stages=_stages((192, 384, 768), (4, 4, 4), (48, 96, 192), group_width=8), stem_width=48),
     microdensenet_imagenet_small=MicroDenseNetCfg(
-        stages=_stages((96, 192, 384, 768), (2, 2, 2, 2), (32, 48, 96, 192), group_width=16),
+        stages=_stages((96, 192, 384, 768), (2, 2, 2, 2), (32, 48, 96, 192), group_width=8),
         stem_width=64, stem_type="deep"),
     microdensenet_imagenet_base=MicroDenseNetCfg(
         stages=_stages((192, 384, 768, 1536), (3, 4, 6, 3), (24, 48, 96, 192), group_width=8),
