@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The `converged` study (issue 21): tiny and resnet20, 30 epochs each, seeds 0 and 1, on the shared CIFAR-10 training
-# images. Two one-thread lanes side by side, one per core, each taking one net's run of one seed and then the other
-# net's of the other seed (shards I/4), so the two lanes carry equal work. Resumable: run it again and finished runs are
-# skipped, an interrupted one resumes from its last checkpoint. Equal epochs, so a busy machine changes no accuracy.
+# images. Two one-thread lanes side by side, one per core, each taking resnet20's run of one seed and then tiny's of
+# the other (shards I/4), so the two lanes carry equal work and the shorter runs land their rows first. Resumable:
+# run it again and finished runs are skipped, an interrupted one resumes from its last checkpoint. Equal epochs, so a
+# busy machine changes no accuracy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/cifar10-jpeg/train}
@@ -14,7 +15,7 @@ lane() {
       --shard "$shard/4" --quiet >> "$OUT/lane-${1%%/*}.log" 2>&1
   done
 }
-lane 0 3 & a=$!   # tiny seed 0, then resnet20 seed 1
-lane 1 2 & b=$!   # resnet20 seed 0, then tiny seed 1
+lane 1 2 & a=$!   # resnet20 seed 0, then tiny seed 1
+lane 3 0 & b=$!   # resnet20 seed 1, then tiny seed 0
 wait "$a" "$b"
 .venv/bin/microdense study report "$OUT"
