@@ -61,7 +61,11 @@ def test_run_folder_holds_everything(trained_run):
         # val accuracy is a count of the 12 held-out images
         assert float(row["val_top1"]) * 12 == pytest.approx(round(float(row["val_top1"]) * 12), abs=1e-4)
         assert float(row["val_top1"]) <= float(row["val_top5"]) == 1.0  # 4 classes: the top 5 always holds the label
-        assert 0 < float(row["lr"]) <= 0.2 and float(row["img_s"]) > 0
+        assert 0 < float(row["lr"]) <= 0.2
+    # each epoch's rate is its images over its training seconds: validation (paused on the clock) is not in it
+    for before, row in zip([{"step": 0, "train_s": 0.0}, *rows], rows):
+        images, seconds = (int(row["step"]) - int(before["step"])) * 8, float(row["train_s"]) - float(before["train_s"])
+        assert float(row["img_s"]) == pytest.approx(images / seconds, rel=1e-6)
     assert yaml.safe_load((out / "config.yaml").read_text())["model"]["name"] == "microdensenet_cifar_tiny"
     # what made the run, in its config.yaml and in the export's config.json alike
     made = yaml.safe_load((out / "config.yaml").read_text())["provenance"]

@@ -3,7 +3,6 @@
 Models never import Lightning; this is the only place that joins them.
 """
 import math
-import time
 from typing import Any, Dict, Optional
 
 import lightning.pytorch as pl
@@ -60,7 +59,7 @@ class ClassificationSystem(pl.LightningModule):
         self.val_loss = MeanMetric()  # weighted by images, so uneven DDP shards reduce to the true mean
         self.val_per_class = MulticlassAccuracy(num_classes, top_k=1, average=None)
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
-        self._epoch_start = 0.0
+        self._epoch_train_s = 0.0  # the run's training seconds when this epoch began
         self._epoch_images = 0
         self._epoch_loss = torch.zeros(())
         self.run_info: Optional[RunInfo] = None  # saved in every checkpoint: what eval needs to rebuild the model
@@ -80,7 +79,7 @@ class ClassificationSystem(pl.LightningModule):
 
     # -- training ---------------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        self._epoch_start, self._epoch_images = time.perf_counter(), 0
+        self._epoch_train_s, self._epoch_images = self.progress.elapsed, 0
         self._epoch_loss = torch.zeros((), device=self.device)
         self.progress.start()
 
@@ -137,8 +136,11 @@ class ClassificationSystem(pl.LightningModule):
         self.progress.start()
 
     def epoch_summary(self) -> Dict[str, float]:
-        """This epoch's training figures, reduced over every process (called at the epoch's end)."""
-        elapsed = time.perf_counter() - self._epoch_start
+        """This epoch's training figures, reduced over every process (called at the epoch's end, after validation).
+
+        Its rate counts training seconds only, as the run's does: validation, checkpoints and start-up are left out.
+        """
+        elapsed = self.progress.elapsed - self._epoch_train_s
         reduce = self.trainer.strategy.reduce
         images = reduce(torch.tensor(float(self._epoch_images), device=self.device), reduce_op="sum")
         loss_sum = reduce(self._epoch_loss.clone(), reduce_op="sum")
