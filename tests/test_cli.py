@@ -79,3 +79,11 @@ def test_front_door_choices_match_the_package():
     from microdense.data.config import DATA_NAMES
     from microdense.train.config import RECIPES
     assert microdense_cli.RECIPES == RECIPES and microdense_cli.DATA_KINDS == DATA_NAMES
+
+
+def test_every_train_flag_sets_a_configuration_field():
+    """A flag whose field is misspelt would be dropped by `microdense train` without a word; this catches it."""
+    from microdense.train.config import FIELDS
+    from microdense_cli import TRAIN_FLAGS
+
+    assert [field for _, field, _ in TRAIN_FLAGS if field not in FIELDS and not field.startswith("model.kwargs.")] == []
