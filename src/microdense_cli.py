@@ -198,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run although the microdense sources have uncommitted changes (each row records it)")
     q = study.add_parser("report", help="report.md, report.png and a printed table of a study's results")
     q.add_argument("dir", metavar="DIR", help="the study's folder (holds results.jsonl)")
+    q = study.add_parser("release", help="release each entry's best seed as its model's pretrained weights",
+                         description="The seed is chosen by val top-1, once every seed of the entry has finished; its "
+                                     "run folder is released as `<model>.<TAG>` (`scripts/release-weights.sh` does "
+                                     "one run folder).")
+    q.add_argument("dir", metavar="DIR", help="the study's folder (holds study.yaml and results.jsonl)")
+    q.add_argument("--tag", required=True, help="the release's name after the model's: timm's model.tag, e.g. cifar10")
+    q.add_argument("--entries", metavar="LABELS", help="comma-separated entry labels (default: every entry)")
+    q.add_argument("--out", metavar="DIR", help="write the releases here (default: the package's weights folder)")
     study.add_parser("list", help="the packaged studies and the claim each tests")
     return parser
 

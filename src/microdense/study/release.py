@@ -1,0 +1,67 @@
+"""A finished study's best seed of each entry, released as that model's pretrained weights (`microdense study
+release`).
+
+The seed is chosen by validation top-1 among every seed the study planned, and only once all of them have finished:
+the choice is made once, on complete evidence, and cannot drift as rows land. What is released, and how, is
+`microdense.deploy.release.release_weights`; the row's command (the study run that made it) is the card's command.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from microdense.deploy.release import release_weights
+from microdense.study.results import RESULTS_FILE, read_rows
+from microdense.study.runner import STUDY_FILE
+
+__all__ = ["BestSeed", "best_seeds", "release_best_seeds"]
+
+
+@dataclass(frozen=True)
+class BestSeed:
+    label: str
+    row: Dict[str, Any]  # the chosen run's row
+    others: Dict[int, float]  # seed -> val top-1 of the runs it was chosen over
+    run_dir: Path
+
+
+def best_seeds(folder: Path, labels: Optional[Sequence[str]] = None) -> List[BestSeed]:
+    """The best-seed run of each entry named in `labels` (default: every entry of the study).
+
+    Raises:
+        FileNotFoundError: `folder` holds no study (study.yaml) or no results.
+        ValueError: an entry is unknown, or not every seed of it has finished.
+    """
+    if not (folder / STUDY_FILE).is_file():
+        raise FileNotFoundError(f"{folder} holds no {STUDY_FILE}; give the folder `microdense study run --out` wrote")
+    study = yaml.safe_load((folder / STUDY_FILE).read_text()) or {}
+    seeds = sorted(study.get("seeds", []))
+    known = [e["label"] for e in study.get("entries", [])]
+    unknown = sorted(set(labels or ()) - set(known))
+    if unknown:
+        raise ValueError(f"no entry {', '.join(unknown)} in {folder / STUDY_FILE}; its entries are {', '.join(known)}")
+    rows = read_rows(folder / RESULTS_FILE)
+    chosen = []
+    for label in labels or known:
+        done = {r["seed"]: r for r in rows if r["entry"] == label}
+        missing = [s for s in seeds if s not in done]
+        if missing:
+            raise ValueError(f"{label}: seed(s) {', '.join(map(str, missing))} of {seeds} have not finished; a best "
+                             "seed is chosen once, after every seed has (`microdense study run` finishes them)")
+        # NOTE: ties go to the lower seed, so the choice does not depend on the order rows landed in.
+        best = max(seeds, key=lambda s: (done[s]["val_top1"], -s))
+        chosen.append(BestSeed(label, done[best], {s: done[s]["val_top1"] for s in seeds if s != best},
+                               folder / "runs" / done[best]["run"]))
+    return chosen
+
+
+def release_best_seeds(folder: Path, tag: str, labels: Optional[Sequence[str]] = None,
+                       out_dir: Optional[Path] = None) -> List[Tuple[BestSeed, Path]]:
+    """Release the best seed of each entry as `<model>.<tag>` (into `out_dir`, default the package's weights); returns
+    each choice with the weights file it wrote.
+
+    Every entry's seeds are checked before anything is written, so an unfinished entry releases nothing.
+    """
+    chosen = best_seeds(folder, labels)
+    return [(c, release_weights(c.run_dir, tag, out_dir=out_dir, command=c.row.get("command"))) for c in chosen]
