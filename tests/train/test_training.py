@@ -100,6 +100,15 @@ def test_eval_reproduces_final_validation_accuracy(trained_run, tmp_path, capsys
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top1"] == result["top1"]
 
 
+def test_eval_prints_no_third_party_noise(trained_run):
+    tree, out = trained_run
+    proc = run_cli("eval", "--checkpoint", str(out), "--data", "imagefolder", "--data-dir", str(tree), "--val-split",
+                   "0.25", "--accelerator", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    for noise in ("litlogger", "LeafSpec"):
+        assert noise not in proc.stdout + proc.stderr, noise
+
+
 def test_eval_flip_averages_each_image_with_its_mirror(trained_run, capsys):
     from microdense.data.config import DataCfg
     from microdense.train.datamodule import ImageDataModule

@@ -255,6 +255,7 @@ def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup
     from microdense.data.config import DataCfg
     from microdense.train.datamodule import ImageDataModule
     from microdense.train.config import OptimCfg, RunCfg
+    from microdense.train.quiet import silence_third_party_noise
     from microdense.train.system import ClassificationSystem
 
     class StepTimer(pl.Callback):
@@ -277,6 +278,7 @@ def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup
     run = RunCfg(epochs=1, channels_last=bool(options.get("channels_last")))
     system = ClassificationSystem(model, OptimCfg(), model.num_classes, steps_per_epoch=warmup + steps, run=run)
     timer = StepTimer()
+    silence_third_party_noise()
     precision = {"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(options.get("amp"), "32-true")  # as the bare step's
     trainer = pl.Trainer(accelerator=dev.type, devices=1, max_steps=warmup + steps, precision=precision, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -10,6 +10,7 @@ from microdense.train.datamodule import ImageDataModule
 from microdense.data.sources import DataSource, load_imagefolder, load_source
 from microdense.train.config import OptimCfg, RunCfg
 from microdense.train.saved_model import load_model
+from microdense.train.quiet import silence_third_party_noise
 from microdense.train.report import plot_confusion
 from microdense.train.system import ClassificationSystem
 
@@ -48,6 +49,7 @@ def evaluate(checkpoint: str, data: DataCfg, seed: int = 0, accelerator: str = "
                                  seed=seed)
     datamodule.setup("validate")
     system = ClassificationSystem(loaded.model, OptimCfg(), num_classes, run=RunCfg(epochs=1, val_flip=flip))
+    silence_third_party_noise()
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=True)
     [metrics] = trainer.validate(system, datamodule=datamodule, verbose=False)

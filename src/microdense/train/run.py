@@ -23,6 +23,7 @@ from microdense.train.config import TrainConfig, save_config
 from microdense.train.saved_model import (LoadedModel, RunInfo, export_model, init_from, load_model, origin,
                                          release_info)
 from microdense.train.interrupt import StopOnInterrupt, StopRequested
+from microdense.train.quiet import silence_third_party_noise
 from microdense.train.report import EpochReport, read_metrics
 from microdense.train.system import ClassificationSystem
 
@@ -45,26 +46,6 @@ class ProgressBar(RichProgressBar):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items
-
-
-class _DropMessages(logging.Filter):
-    def __init__(self, *prefixes: str):
-        super().__init__()
-        self.prefixes = prefixes
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(self.prefixes)
-
-
-def _silence_third_party_noise() -> None:
-    """Lightning's advertisement, a deprecation it triggers inside torch and its logging-interval advice for short
-    runs: dropped by their exact text only."""
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropMessages) for f in logger.filters):
-        logger.addFilter(_DropMessages("💡 Tip: For seamless cloud logging"))
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    # NOTE: short runs log fewer steps than the interval; metrics.csv is written per epoch regardless.
-    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 
 
 @dataclass
@@ -163,7 +144,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     Raises:
         TrainingInterrupted: Ctrl-C stopped training after saving last.ckpt.
     """
-    _silence_third_party_noise()
+    silence_third_party_noise()
     run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(run_dir)))
     run = cfg.run
