@@ -44,7 +44,7 @@ def weights(released, monkeypatch):
 
 
 def test_the_release_holds_float32_weights_its_record_and_a_card(released):
-    _, run, folder = released
+    tree, run, folder = released
     path = folder / f"{NAME}.safetensors"
     state, source = load_file(str(path)), load_file(str(run / "model.safetensors"))
     assert state.keys() == source.keys() and all(torch.equal(state[k], source[k]) for k in state)
@@ -60,9 +60,9 @@ def test_the_release_holds_float32_weights_its_record_and_a_card(released):
     assert (record["recipe"], record["epochs"], record["seed"]) == ("fast", 2, 0)
     assert record["data"]["sha256"] == info["provenance"]["data"]["sha256"] and record["data"]["images"] == 48
     card = (folder / f"{NAME}.md").read_text()
-    for text in (f"# {NAME}", "imagefolder: 48 images (4 classes)", info["provenance"]["data"]["sha256"],
+    for text in (f"# {NAME}", f"imagefolder at `{tree}`: 48 images (4 classes), 0.25 of them held out", info["provenance"]["data"]["sha256"],
                  "| recipe | fast: lr ", "| epochs | 2 (", "| seed | 0 |", info["provenance"]["code"]["commit"],
-                 f"{100 * record['val_top1']:.2f}% / 100.00%", COMMAND):
+                 f"| val top-1 / top-5 (the held-out images) | {100 * record['val_top1']:.2f}% / 100.00%", COMMAND):
         assert text in card, text
     with pytest.raises(FileExistsError, match="exists already"):
         release_weights(run, "cifar10", out_dir=folder)

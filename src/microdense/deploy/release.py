@@ -64,6 +64,7 @@ def _record(run_dir: Path, info: RunInfo, values: Dict[str, Any], command: str) 
     run = values.get("run", {})
     data = dict(info.provenance.get("data") or {"name": values.get("data", {}).get("name")})
     data["val_split"] = values.get("data", {}).get("val_split")
+    data["root"] = values.get("data", {}).get("root")
     settings = {}
     for key in (*KEY_SETTINGS, *SET_SETTINGS):
         section, name = key.split(".")
@@ -97,6 +98,9 @@ def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sh
     per_class = data.get("per_class") or {}
     images = f"{data['images']:,} images" if data.get("images") is not None else "image count not recorded"
     held = f", {data['val_split']:g} of them held out for validation" if data.get("val_split") else ""
+    source = f"{data.get('name')} at `{data['root']}`" if data.get("root") else data.get("name")
+    # NOTE: without a held-out split the run validated on what its data module gave (e.g. a dataset's test split).
+    measured_on = " (the held-out images)" if data.get("val_split") else ""
     fingerprint = (f"; SHA-256 of its {data.get('hashed', 'contents')}: `{data['sha256']}`" if data.get("sha256")
                    else "; no fingerprint recorded")
     settings = ", ".join(f"{k.split('.')[1]} {v}" for k, v in record["settings"].items()) or "its defaults"
@@ -115,12 +119,12 @@ def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sh
         f"| file | `{name}{SUFFIX}`, SHA-256 `{sha256}` |",
         f"| classes | {', '.join(info.classes)} |",
         f"| input | {c}x{h}x{w}, mean {_rounded(info.mean)}, std {_rounded(info.std)}, crop_pct {info.crop_pct} |",
-        f"| data | {data.get('name')}: {images} ({len(per_class) or len(info.classes)} classes){held}{fingerprint} |",
+        f"| data | {source}: {images} ({len(per_class) or len(info.classes)} classes){held}{fingerprint} |",
         f"| recipe | {record['recipe']}: {settings} |",
         f"| epochs | {record['epochs']}" + (f" ({record['steps']} steps)" if record.get("steps") else "") + " |",
         f"| seed | {record['seed']} |",
         f"| commit | {commit} |",
-        f"| val top-1 / top-5 | {_percent(record['val_top1'])} / {_percent(record['val_top5'])} |",
+        f"| val top-1 / top-5{measured_on} | {_percent(record['val_top1'])} / {_percent(record['val_top5'])} |",
         "",
         "## Load",
         "",
