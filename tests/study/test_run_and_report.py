@@ -47,6 +47,7 @@ def test_a_study_runs_every_entry_and_seed_then_skips_them(tmp_path):
                                                              ("tiny", 1)]
     for r in rows:
         assert r["steps"] == 2 and r["budget"] == {"steps": 2} and r["train_seconds"] > 0 and r["img_s"] > 0
+        assert r["resumed_at_step"] is None  # ran from the start, so `seconds` is the whole run's wall time
         assert 0 <= r["val_top1"] <= r["val_top5"] <= 1 and r["val_loss"] > 0 and r["macs"] > 0
         assert r["config_sha"] and r["provenance"]["machine"]["cores"] >= 1 and r["provenance"]["machine"]["isa"]
         assert set(r["provenance"]["versions"]) == {"torch", "torchvision", "timm", "lightning"}
@@ -317,6 +318,7 @@ def test_a_shard_killed_mid_run_resumes_with_no_duplicate_or_torn_row(tmp_path):
     assert again.returncode == 0, again.stderr
     [row] = read_rows(out / "results.jsonl")  # one whole row, read back as JSON
     assert row["run"] == "tiny-seed0" and row["steps"] == 60
+    assert 0 < row["resumed_at_step"] < 60 and row["train_seconds"] > 0
     assert (out / "runs" / "tiny-seed0" / "logs-2").is_dir()  # the second process resumed the first one's run
     assert cli("study", "run", str(path), "--out", str(out), "--quiet", "--allow-dirty").returncode == 0
     assert len(read_rows(out / "results.jsonl")) == 1  # and a third start finds nothing left to do

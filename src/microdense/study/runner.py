@@ -172,6 +172,7 @@ def _train_run(study: Study, r: PlannedRun, entry: ResolvedEntry, cfg: TrainConf
         params_like=r.entry.params_like, params=result.params, macs=result.macs, seed=r.seed, budget=study.budget,
         recipe=study.recipe, epochs=round(result.epochs, 4), steps=result.steps,
         train_seconds=round(result.train_seconds, 2), seconds=round(result.seconds, 2),
+        resumed_at_step=result.resumed_at_step,  # then `seconds` is the last process's wall time only
         img_s=None if result.train_img_s is None else round(result.train_img_s, 2),
         val_top1=result.val_top1, val_top5=result.val_top5, val_loss=result.val_loss)
     if test_dir is not None:

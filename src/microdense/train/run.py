@@ -56,13 +56,14 @@ class TrainResult:
     val_loss: Optional[float]
     epochs: float  # epochs done, fractional when a limit stopped the run mid-epoch
     steps: int
-    seconds: float  # wall time of the whole fit (validation and checkpoints included)
+    seconds: float  # wall time of this process's fit (validation and checkpoints included); resumed: since then
     train_seconds: float  # training time alone: what a time budget counts
     images: int = 0  # training images processed (steps x batch size x processes)
     params: Optional[int] = None  # the model's size, as logged at the start (global rank 0)
     macs: Optional[int] = None  # per image at the training image size
     primary: bool = True  # this process is global rank 0
     provenance: Dict[str, Any] = dataclasses.field(default_factory=dict)  # code, libraries, machine and data
+    resumed_at_step: Optional[int] = None  # the step this process resumed the run at; None: it ran from the start
 
     @property
     def train_img_s(self) -> Optional[float]:
@@ -245,4 +246,5 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         macs=size.macs if size else None,
         primary=trainer.is_global_zero,
         provenance=made_by,
+        resumed_at_step=system.resumed_at_step,
     )

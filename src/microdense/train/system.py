@@ -65,6 +65,7 @@ class ClassificationSystem(pl.LightningModule):
         self.run_info: Optional[RunInfo] = None  # saved in every checkpoint: what eval needs to rebuild the model
         total = self.total_steps()
         self.progress = RunProgress(total, run.time_budget * 60 if run.time_budget else None)
+        self.resumed_at_step: Optional[int] = None  # the checkpoint's step, when this process resumed a run
         self.warmup = warmup_fraction(optim, self.steps_per_epoch, total)
 
     # -- forward ----------------------------------------------------------------------------------------------------
@@ -158,6 +159,7 @@ class ClassificationSystem(pl.LightningModule):
         checkpoint[PROGRESS_KEY] = self.progress.state_dict()
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self.resumed_at_step = checkpoint.get("global_step")
         if PROGRESS_KEY in checkpoint:
             self.progress.load_state_dict(checkpoint[PROGRESS_KEY])
 
