@@ -94,9 +94,10 @@ def _parse_set(items: List[str]) -> dict:
 
 
 def _quiet_logs() -> None:
-    """--quiet: Lightning's and our INFO lines off, and with ours the image-decoding bars; warnings still show."""
+    """--quiet: Lightning's, timm's (loading pretrained weights) and our INFO lines off, and with ours the
+    image-decoding bars; warnings still show."""
     import logging
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "microdense"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "timm", "microdense"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -1,6 +1,8 @@
 """A trained run released (`release_weights`) into a weights folder of the test's own, then loaded as users load it
 (timm, `predict`, `eval`, `export`) and fine-tuned from (`--init-from`, `--pretrained`)."""
 import json
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -177,6 +179,18 @@ def test_fine_tuning_starts_from_the_source_with_a_new_classifier(start, release
     own.load()
     source_info = json.loads((run / "config.json").read_text())["microdense"]
     assert (tuned["mean"], tuned["std"]) == (source_info["mean"], source_info["std"]) != (list(own.mean), list(own.std))
+
+
+def test_quiet_fine_tuning_from_a_shipped_release_prints_the_closing_line_only(tmp_path):
+    if not (_pretrained.weights_dir() / "resnet20_cifar.cifar10.safetensors").is_file():
+        pytest.skip("the package ships no resnet20_cifar release")
+    tree = make_image_tree(tmp_path / "three", classes=3, seed=1)
+    proc = subprocess.run([sys.executable, "-m", "microdense_cli", *TRAIN, "--model", "resnet20_cifar", "--pretrained",
+                           "--num-classes", "3", "--max-steps", "1", "--data-dir", str(tree), "--out",
+                           str(tmp_path / "tuned")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("done: resnet20_cifar") and len(proc.stdout.strip().splitlines()) == 1
+    assert "Loaded" not in proc.stderr and "Missing keys" not in proc.stderr, proc.stderr
 
 
 def test_init_from_names_the_tensors_that_do_not_fit(released, weights):
