@@ -1,5 +1,6 @@
 """Released weights, as timm loads them: a release made here from a fresh network's weights (no training needed), in a
 weights folder of the test's own (`weights_dir` monkeypatched). tests/train/test_finetune.py releases a trained run."""
+import hashlib
 import time
 
 import pytest
@@ -62,9 +63,13 @@ def test_pretrained_without_a_release_is_one_line_saying_what_to_do(name, weight
 def test_cifar_models_are_tagged_cifar10_and_unchanged_without_pretrained(name):
     cfg = timm.create_model(name).pretrained_cfg
     shipped = _pretrained.weights_dir() / f"{name}.cifar10.safetensors"
-    # NOTE: a shipped release only names its file; its labels and weights come when pretrained=True asks for them.
-    assert cfg.get("file") == (str(shipped) if shipped.is_file() else None)
-    assert cfg["tag"] == "cifar10" and "label_names" not in cfg
+    assert cfg["tag"] == "cifar10"
+    if shipped.is_file():  # the cfg describes the release (as timm's describe their weights), loaded or not
+        meta = read_release(shipped)
+        assert cfg["file"] == str(shipped) and cfg["label_names"] == tuple(meta["classes"])
+        assert (tuple(cfg["mean"]), tuple(cfg["std"])) == (meta["mean"], meta["std"])
+    else:
+        assert not cfg.get("file") and "label_names" not in cfg
     assert (cfg["num_classes"], tuple(cfg["input_size"]), cfg["crop_pct"]) == (10, (3, 32, 32), 1.0)
     assert timm.create_model(name).num_classes == 10
     assert timm.list_models(name, include_tags=True) == [f"{name}.cifar10"]
@@ -157,14 +162,32 @@ def test_model_cfg_refuses_what_it_cannot_start_from(weights, tmp_path):
 
 def test_shipped_releases_are_listed_by_timm(weights):
     path, _ = write_release(weights, "resnet20_cifar")
-    cfgs = {"resnet20_cifar.cifar10": {"num_classes": 10}, "resnet32_cifar.cifar10": {"num_classes": 10}}
+    damaged, _ = write_release(weights, "resnet56_cifar")
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    cfgs = {f"{m}_cifar.cifar10": {"num_classes": 10, "mean": (0.1, 0.1, 0.1)} for m in ("resnet20", "resnet32",
+                                                                                          "resnet56")}
     default = _pretrained.generate_release_cfgs(cfgs)
-    assert default["resnet20_cifar"].is_pretrained and default["resnet20_cifar"].cfgs["cifar10"].file == str(path)
+    cfg = default["resnet20_cifar"].cfgs["cifar10"]
+    assert default["resnet20_cifar"].is_pretrained and cfg.file == str(path)
+    assert (cfg.mean, cfg.std, cfg.label_names, cfg.crop_pct) == (MEAN, STD, tuple(CLASSES), 1.0)
     assert not default["resnet32_cifar"].is_pretrained and default["resnet32_cifar"].cfgs["cifar10"].file is None
+    # a damaged release is still marked (pretrained=True then says what is wrong), and does not break registration
+    cfg = default["resnet56_cifar"].cfgs["cifar10"]
+    assert cfg.file == str(damaged) and cfg.mean == (0.1, 0.1, 0.1) and cfg.label_names is None
 
 
-def test_every_release_in_the_package_is_listed_by_timm():
-    shipped = sorted(p.name.removesuffix(".safetensors") for p in _pretrained.weights_dir().glob("*.safetensors"))
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def test_every_release_in_the_package_is_listed_by_timm_and_described_by_its_card():
+    shipped = sorted(_pretrained.weights_dir().glob("*.safetensors"))
     if not shipped:
         pytest.skip("the package ships no release yet")
-    assert set(shipped) <= set(timm.list_pretrained())
+    assert {p.name.removesuffix(".safetensors") for p in shipped} <= set(timm.list_pretrained())
+    for path in shipped:
+        meta = read_release(path)
+        if meta["tag"] == "cifar10":  # torchvision's CIFAR-10 class order, 32 px, no crop
+            assert (meta["classes"], meta["input_size"], meta["crop_pct"]) == (CIFAR10_CLASSES, (3, 32, 32), 1.0)
+        card = path.with_name(path.name.removesuffix(".safetensors") + ".md").read_text()
+        assert hashlib.sha256(path.read_bytes()).hexdigest() in card and meta["record"]["command"] in card
+        assert f"{100 * meta['record']['val_top1']:.2f}%" in card and meta["record"]["commit"] in card

@@ -143,7 +143,12 @@ def pretrained_overlay(variant: str, pretrained: bool, tag: Optional[str] = None
     if meta["architecture"] != variant:
         raise ValueError(f"released weights {path} are {meta['architecture']}'s, not {variant}'s; rename or remove "
                          "the file")
-    return dict(file=str(path), tag=tag, num_classes=meta["num_classes"], mean=meta["mean"], std=meta["std"],
+    return dict(_data_cfg(path, meta), tag=tag)
+
+
+def _data_cfg(path: Path, meta: Dict[str, Any]) -> Dict[str, Any]:
+    """The pretrained_cfg entries a release sets: its file and the data config its weights were trained with."""
+    return dict(file=str(path), num_classes=meta["num_classes"], mean=meta["mean"], std=meta["std"],
                 input_size=meta["input_size"], crop_pct=meta["crop_pct"], label_names=tuple(meta["classes"]))
 
 
@@ -163,7 +168,8 @@ def build_model_with_release(model_cls: Callable[..., Any], variant: str, pretra
 
 
 def generate_release_cfgs(cfgs: Dict[str, Dict[str, Any]]) -> Any:
-    """timm's `generate_default_cfgs`, with `file` set in each `model.tag` cfg whose release ships in `weights_dir()`.
+    """timm's `generate_default_cfgs`, where each `model.tag` cfg whose release ships in `weights_dir()` names its file
+    and the data config in its header (mean/std, input size, crop, class names), as timm's cfgs describe their weights.
 
     timm lists a model as pretrained (`list_pretrained`, `is_model_pretrained`) only when its cfg names a source, so
     the shipped releases are marked when a family is registered; what `pretrained=True` loads is still looked up when
@@ -173,5 +179,10 @@ def generate_release_cfgs(cfgs: Dict[str, Dict[str, Any]]) -> Any:
     for name, cfg in cfgs.items():
         model, tag = split_model_name_tag(name)
         found = released(model, tag) if tag else None
-        marked[name] = {**cfg, "file": str(found[1])} if found else cfg
+        if found:
+            try:
+                cfg = {**cfg, **_data_cfg(found[1], read_release(found[1]))}
+            except ValueError:  # NOTE: a damaged file must not break `import microdense`; pretrained=True says why
+                cfg = {**cfg, "file": str(found[1])}
+        marked[name] = cfg
     return generate_default_cfgs(marked)
