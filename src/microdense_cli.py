@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--tag", required=True, help="the release's name after the model's: timm's model.tag, e.g. cifar10")
     q.add_argument("--entries", metavar="LABELS", help="comma-separated entry labels (default: every entry)")
     q.add_argument("--out", metavar="DIR", help="write the releases here (default: the package's weights folder)")
+    q.add_argument("--data-note", metavar="TEXT", help="what the data is, in words, for each model card")
     study.add_parser("list", help="the packaged studies and the claim each tests")
     return parser
 

@@ -313,7 +313,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.study_command == "release":
         from microdense.study.release import release_best_seeds
         labels = args.entries.split(",") if args.entries else None
-        for chosen, path in release_best_seeds(Path(args.dir), args.tag, labels, args.out and Path(args.out)):
+        for chosen, path in release_best_seeds(Path(args.dir), args.tag, labels, args.out and Path(args.out),
+                                               args.data_note):
             others = ", ".join(f"seed {s} {100 * top1:.2f}%" for s, top1 in chosen.others.items())
             print(f"{chosen.label}: seed {chosen.row['seed']} (val top-1 {100 * chosen.row['val_top1']:.2f}%; "
                   f"chosen over {others or 'no other seed'}) released as {path} and {path.with_suffix('.md')}")

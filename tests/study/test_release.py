@@ -40,12 +40,16 @@ def test_the_best_seed_is_released_with_the_rows_command(study, tmp_path, capsys
             r["val_top1"] = 0.6 if r["seed"] == winner else 0.4
         (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         folder = weights / f"winner{winner}"
-        assert main(["study", "release", str(out), "--tag", "cifar10", "--out", str(folder)]) == 0
+        assert main(["study", "release", str(out), "--tag", "cifar10", "--out", str(folder), "--data-note",
+                     "made-up images"]) == 0
         said = capsys.readouterr().out
         assert f"tiny: seed {winner} (val top-1 60.00%; chosen over seed {1 - winner} 40.00%)" in said
         record = read_release(folder / f"{TINY}.cifar10.safetensors")["record"]
         assert record["seed"] == winner and record["command"] == "microdense study run study.yaml --out out"
-        assert (folder / f"{TINY}.cifar10.md").is_file()
+        card = (folder / f"{TINY}.cifar10.md").read_text()
+        # the budget recipe validates each image averaged with its mirror: the card says so, and how to repeat it
+        assert "| data | made-up images; synthetic" in card and "each averaged with its mirror (`--flip`)" in card
+        assert f"microdense eval --checkpoint {TINY}.cifar10 ... --flip" in card
 
 
 def test_an_unknown_entry_or_a_folder_without_a_study_is_one_line(study, tmp_path, capsys):

@@ -58,13 +58,16 @@ def _check_registered_architecture(info: RunInfo, state: Dict[str, torch.Tensor]
                          f"{' ...' if len(wrong) > 5 else ''}")
 
 
-def _record(run_dir: Path, info: RunInfo, values: Dict[str, Any], command: str) -> Dict[str, Any]:
+def _record(run_dir: Path, info: RunInfo, values: Dict[str, Any], command: str,
+            data_note: Optional[str] = None) -> Dict[str, Any]:
     """What made the weights: the release header's `record`."""
     rows = read_metrics(run_dir / "metrics.csv")
     run = values.get("run", {})
     data = dict(info.provenance.get("data") or {"name": values.get("data", {}).get("name")})
     data["val_split"] = values.get("data", {}).get("val_split")
     data["root"] = values.get("data", {}).get("root")
+    if data_note:
+        data["about"] = data_note
     settings = {}
     for key in (*KEY_SETTINGS, *SET_SETTINGS):
         section, name = key.split(".")
@@ -75,7 +78,7 @@ def _record(run_dir: Path, info: RunInfo, values: Dict[str, Any], command: str) 
     return dict(
         data=data, recipe=values.get("recipe"), settings=settings,
         epochs=_number(rows[-1]["epoch"]) if rows else run.get("epochs"), steps=int(rows[-1]["step"]) if rows else None,
-        seed=run.get("seed", 0), commit=code.get("commit"), dirty=code.get("dirty"),
+        seed=run.get("seed", 0), commit=code.get("commit"), dirty=code.get("dirty"), val_flip=bool(run.get("val_flip")),
         val_top1=info.metrics.get("val_top1"), val_top5=info.metrics.get("val_top5"), command=command)
 
 
@@ -99,8 +102,13 @@ def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sh
     images = f"{data['images']:,} images" if data.get("images") is not None else "image count not recorded"
     held = f", {data['val_split']:g} of them held out for validation" if data.get("val_split") else ""
     source = f"{data.get('name')} at `{data['root']}`" if data.get("root") else data.get("name")
+    if data.get("about"):
+        source = f"{data['about']}; {source}"
     # NOTE: without a held-out split the run validated on what its data module gave (e.g. a dataset's test split).
-    measured_on = " (the held-out images)" if data.get("val_split") else ""
+    measured_on = ", ".join((["the held-out images"] if data.get("val_split") else [])
+                            + (["each averaged with its mirror (`--flip`)"] if record.get("val_flip") else []))
+    measured_on = f" ({measured_on})" if measured_on else ""
+    flip = " --flip" if record.get("val_flip") else ""
     fingerprint = (f"; SHA-256 of its {data.get('hashed', 'contents')}: `{data['sha256']}`" if data.get("sha256")
                    else "; no fingerprint recorded")
     settings = ", ".join(f"{k.split('.')[1]} {v}" for k, v in record["settings"].items()) or "its defaults"
@@ -134,7 +142,7 @@ def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sh
         f'model = timm.create_model("{info.model}", pretrained=True, num_classes=3)  # a new 3-way classifier',
         "```",
         "",
-        f"`microdense predict --checkpoint {name} IMAGES`, `microdense eval --checkpoint {name} ...`; fine-tune with "
+        f"`microdense predict --checkpoint {name} IMAGES`, `microdense eval --checkpoint {name} ...{flip}`; fine-tune with "
         f"`microdense train --model {info.model} --pretrained ...` or `--init-from {name}`.",
         "",
         "## The command that reproduces it",
@@ -143,12 +151,16 @@ def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sh
         record["command"],
         "```",
         "",
+        "Give it an `--out` folder of its own (a study skips the runs its folder already has rows for); "
+        f"`scripts/release-weights.sh RUN_FOLDER {name.split('.', 1)[1]} \"COMMAND\"` then releases the run folder "
+        "it made.",
+        "",
     ]
     return "\n".join(lines)
 
 
 def release_weights(run_dir: os.PathLike, tag: str, out_dir: Optional[os.PathLike] = None,
-                    command: Optional[str] = None) -> Path:
+                    command: Optional[str] = None, data_note: Optional[str] = None) -> Path:
     """Release the weights of the finished run in `run_dir` as `<model>.<tag>.safetensors` and its card
     `<model>.<tag>.md` in `out_dir` (default: the package's weights folder); returns the weights file.
 
@@ -157,6 +169,7 @@ def release_weights(run_dir: os.PathLike, tag: str, out_dir: Optional[os.PathLik
         tag: the release's name after the model's, e.g. "cifar10" (lower-case letters, digits, '_' and '-').
         out_dir: where to write; default `microdense.models._pretrained.weights_dir()`.
         command: the command that reproduces the run; None reads it from the file `run_dir/command`.
+        data_note: what the data is, in words, for the card (its name, path and fingerprint are recorded anyway).
 
     Raises:
         ValueError: a bad tag, no command, a run of another architecture than the registered one, or files that are
@@ -183,7 +196,7 @@ def release_weights(run_dir: os.PathLike, tag: str, out_dir: Optional[os.PathLik
     for path in (weights, card):
         if path.exists():
             raise FileExistsError(f"{path} exists already; remove it to release {name} again")
-    record = _record(run_dir, info, values, command.strip())
+    record = _record(run_dir, info, values, command.strip(), data_note)
     metadata = release_metadata(info.model, tag, info.classes, info.mean, info.std, info.input_size, info.crop_pct,
                                 record)
     with atomic_path(weights) as tmp:

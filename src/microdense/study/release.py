@@ -57,11 +57,12 @@ def best_seeds(folder: Path, labels: Optional[Sequence[str]] = None) -> List[Bes
 
 
 def release_best_seeds(folder: Path, tag: str, labels: Optional[Sequence[str]] = None,
-                       out_dir: Optional[Path] = None) -> List[Tuple[BestSeed, Path]]:
+                       out_dir: Optional[Path] = None, data_note: Optional[str] = None) -> List[Tuple[BestSeed, Path]]:
     """Release the best seed of each entry as `<model>.<tag>` (into `out_dir`, default the package's weights); returns
     each choice with the weights file it wrote.
 
     Every entry's seeds are checked before anything is written, so an unfinished entry releases nothing.
     """
     chosen = best_seeds(folder, labels)
-    return [(c, release_weights(c.run_dir, tag, out_dir=out_dir, command=c.row.get("command"))) for c in chosen]
+    return [(c, release_weights(c.run_dir, tag, out_dir=out_dir, command=c.row.get("command"), data_note=data_note))
+            for c in chosen]
