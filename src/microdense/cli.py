@@ -308,7 +308,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         from microdense.study.report import write_report
         report = write_report(Path(args.dir))
         _console().print(report.table)
-        print(f"wrote {report.markdown} and {report.plot}")
+        written = [str(p) for p in (report.markdown, report.plot, report.curves) if p]
+        print(f"wrote {', '.join(written[:-1])} and {written[-1]}")
         return 0
     if args.study_command == "release":
         from microdense.study.release import release_best_seeds

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import make_image_tree
-from microdense.study.report import write_report
+from microdense.study.report import epoch_curves, write_report
 from microdense.study.results import append_row, read_rows
 from microdense.study.runner import run_study
 from microdense.study.spec import load_study, packaged_studies, smoke
@@ -165,6 +165,25 @@ def test_report_means_spreads_and_deltas(tmp_path, capsys):
     assert "C9" in text and "| ref |" in text and text.index("| ref |") < text.index("| new |")
     assert "`ref` is ahead of: none; behind: new (1.0× its params)" in text
     assert report.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_draws_each_runs_val_curve_when_runs_last_two_epochs_or_more(tmp_path):
+    for row in (_row("ref", 0, 0.50), _row("new", 0, 0.60)):
+        append_row(tmp_path / "results.jsonl", row)
+    (tmp_path / "runs" / "ref-seed0").mkdir(parents=True)
+    (tmp_path / "runs" / "ref-seed0" / "metrics.csv").write_text("epoch,step,val_top1\n1,10,0.3\n")
+    report = write_report(tmp_path)  # one epoch: nothing to draw
+    assert report.curves is None and "curves.png" not in report.markdown.read_text()
+    assert not (tmp_path / "curves.png").exists()
+    for run, values in (("ref-seed0", (0.3, 0.5)), ("new-seed0", (0.2, 0.4, 0.6))):
+        (tmp_path / "runs" / run).mkdir(parents=True, exist_ok=True)
+        lines = [f"{e + 1},{10 * (e + 1)},{v}" for e, v in enumerate(values)]
+        (tmp_path / "runs" / run / "metrics.csv").write_text("epoch,step,val_top1\n" + "\n".join(lines) + "\n")
+    assert epoch_curves(tmp_path, read_rows(tmp_path / "results.jsonl")) == {
+        "ref-seed0": [(1.0, 30.0), (2.0, 50.0)], "new-seed0": [(1.0, 20.0), (2.0, 40.0), (3.0, 60.0)]}
+    report = write_report(tmp_path)
+    assert report.curves == tmp_path / "curves.png" and report.curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![every run's val top-1, epoch by epoch](curves.png)" in report.markdown.read_text()
 
 
 def test_report_of_an_empty_folder_says_what_to_do(tmp_path):

@@ -3,7 +3,8 @@
 One row per entry: parameters, MACs, runs, mean ± sample standard deviation of val top-1 (and test top-1 where
 runs were tested) over seeds, the difference of the means from the reference entry, training images per second
 and training minutes. The plot draws top-1 against parameters and against training time, with error bars over
-seeds.
+seeds; for runs of two epochs or more, curves.png draws every run's val top-1 epoch by epoch, so a ranking that
+flips during training shows.
 """
 import statistics
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import yaml
 from microdense.io import atomic_open, atomic_write_text
 from microdense.study.results import RESULTS_FILE, read_rows
 from microdense.study.runner import STUDY_FILE
+from microdense.train.report import read_metrics
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Report:
     markdown: Path
     plot: Path
     table: Any  # a rich Table
+    curves: Optional[Path] = None  # every run's val top-1 per epoch; None when no run has two epochs
 
 
 def _mean_std(values: Sequence[float]) -> tuple:
@@ -153,6 +156,45 @@ def plot_report(path: Path, summaries: List[EntrySummary], title: str) -> None:
     plt.close(fig)
 
 
+def epoch_curves(folder: Path, rows: List[Dict[str, Any]]) -> Dict[str, List[tuple]]:
+    """Each run's (epoch, val top-1 %) from its metrics.csv, by run name; runs with fewer than two epochs left out."""
+    curves = {}
+    for r in rows:
+        points = [(float(m["epoch"]), 100 * float(m["val_top1"]))
+                  for m in read_metrics(folder / "runs" / r["run"] / "metrics.csv") if m.get("val_top1")]
+        if len(points) >= 2:
+            curves[r["run"]] = points
+    return curves
+
+
+def plot_curves(path: Path, rows: List[Dict[str, Any]], curves: Dict[str, List[tuple]], order: Sequence[str],
+                title: str) -> None:
+    """Val top-1 against epochs, one line per run: a colour per entry, a line style per seed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = ("-", "--", ":", "-.")
+    seeds = sorted({r["seed"] for r in rows})
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for r in sorted(rows, key=lambda r: (order.index(r["entry"]) if r["entry"] in order else len(order), r["seed"])):
+        if r["run"] not in curves:
+            continue
+        epochs, top1 = zip(*curves[r["run"]])
+        colour = order.index(r["entry"]) if r["entry"] in order else len(order)
+        ax.plot(epochs, top1, styles[seeds.index(r["seed"]) % len(styles)], color=f"C{colour % 10}",
+                label=f"{r['entry']} seed {r['seed']}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
 def _machines(rows: List[Dict[str, Any]]) -> List[str]:
     seen = []
     for r in rows:
@@ -245,6 +287,12 @@ def write_report(folder: Path) -> Report:
         lines += ["", _standing(ref, summaries)]
     lines += ["", "![top-1 against parameters and training time](report.png)", ""]
     markdown, plot = folder / "report.md", folder / "report.png"
+    curves = epoch_curves(folder, rows)
+    curves_png = folder / "curves.png" if curves else None
+    if curves_png:
+        lines += ["![every run's val top-1, epoch by epoch](curves.png)", ""]
     atomic_write_text(markdown, "\n".join(lines))
     plot_report(plot, summaries, f"{name}: {budget_text}, mean ± std over seeds")
-    return Report(markdown=markdown, plot=plot, table=table)
+    if curves_png:
+        plot_curves(curves_png, rows, curves, [s.label for s in summaries], f"{name}: val top-1 per epoch")
+    return Report(markdown=markdown, plot=plot, table=table, curves=curves_png)
