@@ -173,10 +173,11 @@ def plot_curves(path: Path, rows: List[Dict[str, Any]], curves: Dict[str, List[t
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     styles = ("-", "--", ":", "-.")
     seeds = sorted({r["seed"] for r in rows})
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     for r in sorted(rows, key=lambda r: (order.index(r["entry"]) if r["entry"] in order else len(order), r["seed"])):
         if r["run"] not in curves:
             continue
@@ -185,9 +186,10 @@ def plot_curves(path: Path, rows: List[Dict[str, Any]], curves: Dict[str, List[t
         ax.plot(epochs, top1, styles[seeds.index(r["seed"]) % len(styles)], color=f"C{colour % 10}",
                 label=f"{r['entry']} seed {r['seed']}")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("val top-1 accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
