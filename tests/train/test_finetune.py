@@ -62,7 +62,8 @@ def test_the_release_holds_float32_weights_its_record_and_a_card(released):
     assert (record["recipe"], record["epochs"], record["seed"]) == ("fast", 2, 0)
     assert record["data"]["sha256"] == info["provenance"]["data"]["sha256"] and record["data"]["images"] == 48
     card = (folder / f"{NAME}.md").read_text()
-    for text in (f"# {NAME}", f"imagefolder at `{tree}`: 48 images (4 classes), 0.25 of them held out", info["provenance"]["data"]["sha256"],
+    for text in (f"# {NAME}", f"imagefolder at `{tree}`: 48 images (4 classes), 0.25 of them held out",
+                 info["provenance"]["data"]["sha256"],
                  "| recipe | fast: lr ", "| epochs | 2 (", "| seed | 0 |", info["provenance"]["code"]["commit"],
                  f"| val top-1 / top-5 (the held-out images) | {100 * record['val_top1']:.2f}% / 100.00%", COMMAND):
         assert text in card, text

@@ -142,8 +142,8 @@ def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sh
         f'model = timm.create_model("{info.model}", pretrained=True, num_classes=3)  # a new 3-way classifier',
         "```",
         "",
-        f"`microdense predict --checkpoint {name} IMAGES`, `microdense eval --checkpoint {name} ...{flip}`; fine-tune with "
-        f"`microdense train --model {info.model} --pretrained ...` or `--init-from {name}`.",
+        f"`microdense predict --checkpoint {name} IMAGES`, `microdense eval --checkpoint {name} ...{flip}`; "
+        f"fine-tune with `microdense train --model {info.model} --pretrained ...` or `--init-from {name}`.",
         "",
         "## The command that reproduces it",
         "",
