@@ -169,7 +169,8 @@ def epoch_curves(folder: Path, rows: List[Dict[str, Any]]) -> Dict[str, List[tup
 
 def plot_curves(path: Path, rows: List[Dict[str, Any]], curves: Dict[str, List[tuple]], order: Sequence[str],
                 title: str) -> None:
-    """Val top-1 against epochs, one line per run: a colour per entry, a line style per seed."""
+    """Val top-1 against epochs, one line per run: a colour per entry (in `order`, which holds every entry of
+    `rows`), a line style per seed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -178,12 +179,11 @@ def plot_curves(path: Path, rows: List[Dict[str, Any]], curves: Dict[str, List[t
     styles = ("-", "--", ":", "-.")
     seeds = sorted({r["seed"] for r in rows})
     fig, ax = plt.subplots(figsize=(10, 4.8))
-    for r in sorted(rows, key=lambda r: (order.index(r["entry"]) if r["entry"] in order else len(order), r["seed"])):
+    for r in sorted(rows, key=lambda r: (order.index(r["entry"]), r["seed"])):
         if r["run"] not in curves:
             continue
         epochs, top1 = zip(*curves[r["run"]])
-        colour = order.index(r["entry"]) if r["entry"] in order else len(order)
-        ax.plot(epochs, top1, styles[seeds.index(r["seed"]) % len(styles)], color=f"C{colour % 10}",
+        ax.plot(epochs, top1, styles[seeds.index(r["seed"]) % len(styles)], color=f"C{order.index(r['entry']) % 10}",
                 label=f"{r['entry']} seed {r['seed']}")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
