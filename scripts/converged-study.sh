@@ -19,6 +19,6 @@ lane 1 2 & a=$!   # resnet20 seed 0, then tiny seed 1
 lane 3 0 & b=$!   # resnet20 seed 1, then tiny seed 0
 wait "$a" "$b"
 .venv/bin/microdense study report "$OUT"
-# Then, once, each entry's best seed ships (resnet20's did on 2026-12-03):
+# Then, once, each entry's best seed ships (both did on 2026-12-03, tiny's by this command with --entries tiny):
 #   .venv/bin/microdense study release "$OUT" --tag cifar10 --entries tiny --data-note "CIFAR-10's 50,000 training
 #   images, re-encoded as JPEG (so pixels differ slightly from the original release) in an ImageFolder tree"
