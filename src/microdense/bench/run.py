@@ -13,7 +13,8 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from microdense.bench.machine import machine_info
-from microdense.io import atomic_open, atomic_write_text
+from microdense.io import atomic_write_text
+from microdense.plots import pyplot, save_png
 from microdense.provenance import provenance
 
 COLUMNS = ("model", "params", "macs", "train_img_s", "infer_img_s", "latency_ms", "peak_mem_mb", "efficiency")
@@ -68,9 +69,7 @@ def write_json(path: Path, report: Dict[str, Any]) -> None:
 
 def plot_bench(path: Path, report: Dict[str, Any]) -> None:
     """Training/inference throughput and peak training memory against parameters (log x)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = report["results"]
     params = [r["params"] / 1e6 for r in rows]
@@ -94,6 +93,4 @@ def plot_bench(path: Path, report: Dict[str, Any]) -> None:
     fig.suptitle(f"batch {rows[0]['batch_size']} on {m.get('gpu', m['cpu'])} ({m['device']}), torch {m['torch']}",
                  fontsize=9)
     fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)

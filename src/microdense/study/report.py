@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from microdense.io import atomic_open, atomic_write_text
+from microdense.io import atomic_write_text
+from microdense.plots import pyplot, save_png
 from microdense.study.results import RESULTS_FILE, read_rows
 from microdense.study.runner import STUDY_FILE
 from microdense.train.report import read_metrics
@@ -122,9 +123,7 @@ def _standing(ref: EntrySummary, summaries: List[EntrySummary]) -> str:
 
 def plot_report(path: Path, summaries: List[EntrySummary], title: str) -> None:
     """Top-1 against parameters, and against training minutes, with error bars (sample std over seeds)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -151,9 +150,7 @@ def plot_report(path: Path, summaries: List[EntrySummary], title: str) -> None:
     fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.83, 1))
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def epoch_curves(folder: Path, rows: List[Dict[str, Any]]) -> Dict[str, List[tuple]]:
@@ -171,9 +168,7 @@ def plot_curves(path: Path, rows: List[Dict[str, Any]], curves: Dict[str, List[t
                 title: str) -> None:
     """Val top-1 against epochs, one line per run: a colour per entry (in `order`, which holds every entry of
     `rows`), a line style per seed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import matplotlib.ticker
 
     styles = ("-", "--", ":", "-.")
@@ -192,9 +187,7 @@ def plot_curves(path: Path, rows: List[Dict[str, Any]], curves: Dict[str, List[t
     ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def _machines(rows: List[Dict[str, Any]]) -> List[str]:

@@ -6,7 +6,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import lightning.pytorch as pl
 
-from microdense.io import atomic_open, atomic_write_text
+from microdense.io import atomic_write_text
+from microdense.plots import pyplot, save_png
 
 COLUMNS = ("epoch", "step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "img_s", "train_s")
 
@@ -33,9 +34,7 @@ def _floats(rows: Sequence[Dict[str, Any]], key: str) -> List[Optional[float]]:
 
 def plot_curves(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
     """Loss and top-1 against epoch, train and val, as one PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [int(r["epoch"]) for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -50,16 +49,12 @@ def plot_curves(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_confusion(path: Path, matrix: Any, classes: Sequence[str]) -> None:
     """Row-normalised confusion matrix (true class by row) as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     m = matrix.float()
     m = m / m.sum(1, keepdim=True).clamp(min=1)
@@ -73,9 +68,7 @@ def plot_confusion(path: Path, matrix: Any, classes: Sequence[str]) -> None:
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 class EpochReport(pl.Callback):
