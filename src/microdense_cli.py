@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="speed, memory and hardware efficiency of models, side by side")
     p.add_argument("--models", required=True,
                    help="comma-separated names; name:key=value adds a model kwarg or run option "
-                        "(channels_last, compile), e.g. microdensenet_cifar_base:memory_efficient=true")
+                        "(channels_last, compile, amp, grad_checkpointing, retain_memory), "
+                        "e.g. microdensenet_cifar_base:memory_efficient=true")
     p.add_argument("--batch-size", type=number(int, 1), default=64)
     p.add_argument("--steps", type=number(int, 1), default=10, help="timed steps per measurement")
     p.add_argument("--warmup", type=number(int, 0), default=3, help="untimed steps before each measurement")

@@ -347,6 +347,8 @@ COMMANDS = {"info": cmd_info, "train": cmd_train, "bench": cmd_bench, "eval": cm
 
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command; a user error ends as one line on stderr and a non-zero exit, never a traceback."""
+    from microdense.allocator import retain_freed_memory
+    retain_freed_memory()  # the command owns its process: reuse freed activation memory (microdense.allocator)
     try:
         return COMMANDS[args.command](args)
     except UserError as e:

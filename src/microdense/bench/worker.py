@@ -2,7 +2,8 @@
 
 Run as `python -m microdense.bench.worker '<json options>'`; prints one JSON object on its last line.
 A spec is `name` or `name:key=value:...`: keys `channels_last`, `compile`, `amp` (bf16 or fp16
-autocast) and `grad_checkpointing` (the model's `set_grad_checkpointing()`) are run options, any other key is a model kwarg (e.g. `microdensenet_cifar_base:memory_efficient=true`).
+autocast), `grad_checkpointing` (the model's `set_grad_checkpointing()`) and `retain_memory` (false: the C library's
+own allocator policy, see `microdense.allocator`) are run options, any other key is a model kwarg (e.g. `microdensenet_cifar_base:memory_efficient=true`).
 """
 import json
 import os
@@ -18,10 +19,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from microdense.allocator import retain_freed_memory
 from microdense.bench.machine import sync as _sync
 from microdense.provenance import onednn_verbose
 
-RUN_OPTIONS = ("channels_last", "compile", "amp", "grad_checkpointing", "backend")
+RUN_OPTIONS = ("channels_last", "compile", "amp", "grad_checkpointing", "backend", "retain_memory")
 # NOTE: eager measures training and inference; the others serve inference only (img/s and batch-1 latency).
 BACKENDS = ("eager", "compile", "onnxruntime")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -48,7 +50,7 @@ def check_spec(spec: str) -> None:
     ill-typed option, or model kwargs the model refuses (it is built once here, on the CPU)."""
     from microdense.models import create_model
     name, model_kwargs, options = parse_spec(spec)
-    for key in ("channels_last", "compile", "grad_checkpointing"):
+    for key in ("channels_last", "compile", "grad_checkpointing", "retain_memory"):
         if key in options and not isinstance(options[key], bool):
             raise ValueError(f"{spec!r}: {key}={options[key]!r} must be true or false")
     if "amp" in options and options["amp"] not in AMP_DTYPES:
@@ -80,6 +82,8 @@ def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, la
 
     dev = torch.device(device)
     name, model_kwargs, options = parse_spec(spec)
+    # NOTE: as every `microdense` command does (microdense.allocator), unless the spec says retain_memory=false
+    retained = options.get("retain_memory", True) and retain_freed_memory()
     model = create_model(name, **model_kwargs).to(dev)
     input_size = resolve_input_size(model)
     num_classes = max(1, getattr(model, "num_classes", 10))
@@ -135,7 +139,7 @@ def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, la
     result = {
         "model": spec, "params": count_params(model), "macs": flops // 2, "input_size": list(input_size),
         "batch_size": batch_size, "train_img_s": train_img_s, "infer_img_s": infer_img_s,
-        "latency_ms": latency_ms, "peak_mem_mb": peak_mb,
+        "latency_ms": latency_ms, "peak_mem_mb": peak_mb, "retain_memory": retained,
         # NOTE: a training step costs ~3 forward passes (forward, and backward for inputs and for weights).
         "train_flops": 3 * flops * train_img_s,
     }
