@@ -21,6 +21,7 @@ import yaml
 
 from microdense.allocator import retain_freed_memory
 from microdense.bench.machine import sync as _sync
+from microdense.layers.fused import fused_kernels
 from microdense.provenance import onednn_verbose
 
 RUN_OPTIONS = ("channels_last", "compile", "amp", "grad_checkpointing", "backend", "retain_memory")
@@ -140,6 +141,7 @@ def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, la
         "model": spec, "params": count_params(model), "macs": flops // 2, "input_size": list(input_size),
         "batch_size": batch_size, "train_img_s": train_img_s, "infer_img_s": infer_img_s,
         "latency_ms": latency_ms, "peak_mem_mb": peak_mb, "retain_memory": retained,
+        "fused_kernels": fused_kernels() is not None,
         # NOTE: a training step costs ~3 forward passes (forward, and backward for inputs and for weights).
         "train_flops": 3 * flops * train_img_s,
     }
@@ -162,6 +164,9 @@ PROFILE_GROUPS = (
     ("ReLU forward", ("aten::relu", "aten::relu_", "aten::clamp_min", "aten::clamp_min_")),
     ("ReLU backward", ("aten::threshold_backward",)),
     ("cat", ("aten::cat",)),
+    # microdense.layers.fused: a consumer's BN scale, shift and ReLU over its concatenation, one pass each way
+    ("fused BN-ReLU forward", ("_ScaleShiftReLU",)),
+    ("fused BN-ReLU backward", ("_ScaleShiftReLUBackward",)),
     ("copies", ("aten::copy_", "aten::clone", "aten::_to_copy")),
 )
 

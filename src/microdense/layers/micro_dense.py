@@ -20,6 +20,9 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 from timm.layers import BatchNormAct2d, DropPath
+from torch.fx._symbolic_trace import is_fx_tracing
+
+from microdense.layers.concat_norm import cat_channels, count_batch, normalize_once, scale_shift_act
 
 __all__ = ["MicroDenseBlockCfg", "MicroDenseBlock", "BlockChannels", "block_channels", "checkpoint_blocks",
            "checkpoint_call"]
@@ -195,10 +198,18 @@ class ConcatConvNormAct(ConvNormAct):
         self.memory_efficient = memory_efficient
 
     def _run(self, features: List[torch.Tensor]) -> torch.Tensor:
-        x = torch.cat(features, 1)
+        if torch.jit.is_scripting():
+            x = torch.cat(features, 1)
+        else:
+            x = self._concat(features)
         for module in self:
             x = module(x)
         return x
+
+    @torch.jit.unused
+    def _concat(self, features: List[torch.Tensor]) -> torch.Tensor:
+        # NOTE: an FX trace records the plain op: a custom autograd function cannot be traced symbolically.
+        return torch.cat(features, 1) if is_fx_tracing() else cat_channels(features)
 
     @torch.jit.unused
     def _checkpointed(self, features: List[torch.Tensor]) -> torch.Tensor:
@@ -212,6 +223,17 @@ class ConcatConvNormAct(ConvNormAct):
         if self.memory_efficient and not torch.jit.is_scripting() and _any_requires_grad(features):
             return self._checkpointed(features)
         return self._run(features)
+
+    @torch.jit.unused
+    def forward_normalized(self, normed: List[torch.Tensor]) -> torch.Tensor:
+        """The pre-activation unit over features its BN's batch statistics have already normalised
+        (`normalize_once`): its own scale, shift and ReLU, then its conv. Recomputed in backward when memory
+        efficient; nothing in it touches running statistics, so the recomputation needs no guard."""
+        bn, conv = self[0], self[1]
+        if self.memory_efficient and _any_requires_grad(normed):
+            return torch.utils.checkpoint.checkpoint(
+                lambda *fs: conv(scale_shift_act(list(fs), bn)), *normed, use_reentrant=False)
+        return conv(scale_shift_act(normed, bn))
 
 
 class MicroDenseLayer(nn.Module):
@@ -237,6 +259,9 @@ class MicroDenseBlock(nn.Module):
         drop_path: stochastic-depth rate of the residual branch.
         memory_efficient: recompute every concat-BN-ReLU-1x1 (each layer's and the fusion's) in backward
             instead of storing it.
+        share_batch_stats: in training, normalise each feature once by its batch statistics and let every
+            pre-activation consumer apply only its own scale and shift (`microdense.layers.concat_norm`): the
+            same function as normalising each concatenation anew (False, the reference path), for less work.
     """
 
     def __init__(
@@ -247,6 +272,7 @@ class MicroDenseBlock(nn.Module):
             stride: int = 1,
             drop_path: float = 0.0,
             memory_efficient: bool = False,
+            share_batch_stats: bool = True,
     ):
         super().__init__()
         chans = block_channels(cfg)
@@ -272,6 +298,9 @@ class MicroDenseBlock(nn.Module):
                 nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(out_chs),
             )
+        # NOTE: only pre-activation consumers of concatenations share statistics; post-activation features are
+        # normalised once anyway, and residual aggregation gives each feature one consumer.
+        self.share_batch_stats = share_batch_stats and cfg.preact and self.concat
         self.drop_path = DropPath(drop_path) if drop_path > 0 and self.has_shortcut else nn.Identity()
         self.zero_init_residual = cfg.zero_init_residual and self.has_shortcut
         if self.zero_init_residual:
@@ -288,6 +317,8 @@ class MicroDenseBlock(nn.Module):
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """F(x): the branch alone, without the shortcut."""
+        if self.share_batch_stats and self.training and not torch.jit.is_scripting() and not self._tracing():
+            return self._residual_shared_stats(x)
         features: List[torch.Tensor] = [self.entry(x)]
         for layer in self.layers:
             if self.concat:
@@ -295,6 +326,30 @@ class MicroDenseBlock(nn.Module):
             else:
                 features.append(layer([features[-1]]))
         return self.fuse(features if self.concat else [features[-1]])
+
+    @torch.jit.unused
+    def _tracing(self) -> bool:
+        # NOTE: an FX trace takes the reference path: the shared one updates buffers outside the traced graph.
+        return is_fx_tracing()
+
+    @torch.jit.unused
+    def _residual_shared_stats(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x) in training with each feature's batch statistics computed once (`microdense.layers.concat_norm`).
+
+        Feature j (h0 is the entry's output) is read by layers j..L-1 and the fusion, at the same channels of each
+        one's concatenation.
+        """
+        consumers = [layer.conv1 for layer in self.layers] + [self.fuse]
+        count_batch([c[0] for c in consumers])
+        normed: List[torch.Tensor] = []
+        offset = 0
+        h = self.entry(x)
+        for j, layer in enumerate(self.layers):
+            normed.append(normalize_once(h, [c[0] for c in consumers[j:]], offset))
+            offset += h.shape[1]
+            h = layer.conv2(layer.conv1.forward_normalized(normed))
+        normed.append(normalize_once(h, [self.fuse[0]], offset))
+        return self.fuse.forward_normalized(normed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.drop_path(self.residual(x))

@@ -150,6 +150,8 @@ class MicroDenseNet(StagedNet):
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
         memory_efficient: recompute each layer's concat-BN-ReLU-1x1 in backward (less memory, more time).
+        share_batch_stats: compute each feature's batch statistics once for all its pre-activation consumers
+            (the same function, less work; False is the reference path the tests compare it with).
         width_multiplier: scale every width (`scale_widths`), after the block overrides; None keeps `cfg`'s.
         **block_overrides: `MicroDenseBlockCfg` fields applied to every stage, e.g. `pyramid="constant"`.
     """
@@ -165,6 +167,7 @@ class MicroDenseNet(StagedNet):
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
             memory_efficient: bool = False,
+            share_batch_stats: bool = True,
             width_multiplier: Optional[float] = None,
             **block_overrides: Any,
     ):
@@ -188,7 +191,7 @@ class MicroDenseNet(StagedNet):
         def make_block(stage_idx: int, in_chs: int, stride: int, drop_path: float) -> Tuple[nn.Module, int]:
             stage = cfg.stages[stage_idx]
             block = MicroDenseBlock(in_chs, stage.out_chs, stage.block, stride=stride, drop_path=drop_path,
-                                    memory_efficient=memory_efficient)
+                                    memory_efficient=memory_efficient, share_batch_stats=share_batch_stats)
             return block, stage.out_chs
 
         self.stages, self.feature_info, in_chs = build_stages(

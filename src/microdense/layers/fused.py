@@ -1,0 +1,79 @@
+"""The fused CPU kernel of a pre-activation consumer: scale, shift and ReLU in one pass each way.
+
+PyTorch's eager CPU operators make a consumer's BN-ReLU over a concatenation five memory passes forward and nine
+backward (cat, batch norm, ReLU, their backwards, the split of the gradient); `csrc/scale_shift_relu.cpp` does the
+consumer's part in one pass forward and one backward, reading the features where they lie. It is compiled on first
+use with the C++ compiler PyTorch's extensions use (`torch.utils.cpp_extension`, about 40 s on 2 cores, then cached
+in `TORCH_EXTENSIONS_DIR`); `scripts/setup.sh` builds it once. Where it cannot be built (no compiler), or for
+tensors it does not take (not on the CPU, not float32/float64, under `torch.compile`), `concat_norm` runs the same
+function in eager PyTorch. `MICRODENSE_FUSED_KERNELS=0` turns the kernel off.
+"""
+import functools
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, List, Optional
+
+import torch
+
+__all__ = ["fused_kernels", "scale_shift_relu", "takes"]
+
+SOURCE = Path(__file__).parent / "csrc" / "scale_shift_relu.cpp"
+ENV_SWITCH = "MICRODENSE_FUSED_KERNELS"
+
+
+@functools.lru_cache(maxsize=None)
+def fused_kernels() -> Optional[Any]:
+    """The compiled kernel module, built on first call; None when switched off or when it cannot be built (a
+    warning then says why, once, and the eager path takes over)."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return None
+    # NOTE: importing torch's extension builder logs that a CPU-only machine has no CUDA runtime; that is expected
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils.cpp_extension import load
+        # -ffp-contract=off: the backward recomputes the forward's x * scale + shift exactly, so its ReLU mask agrees
+        return load("microdense_scale_shift_relu", [str(SOURCE)], extra_cflags=["-O3", "-ffp-contract=off"])
+    except Exception as e:  # no compiler, no ninja, a read-only cache: the eager path computes the same
+        warnings.warn(f"microdense: the fused CPU kernel could not be built ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}); training uses the eager path, which is slower",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    finally:
+        logger.setLevel(level)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+class _ScaleShiftReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, scale: torch.Tensor, shift: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
+        fmt = _memory_format(features[0])
+        features = tuple(f.contiguous(memory_format=fmt) for f in features)
+        scale, shift = scale.contiguous(), shift.contiguous()
+        ctx.save_for_backward(scale, shift, *features)
+        ctx.fmt = fmt
+        return fused_kernels().forward(list(features), scale, shift)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        scale, shift, *features = ctx.saved_tensors
+        return tuple(fused_kernels().backward(grad.contiguous(memory_format=ctx.fmt), features, scale, shift))
+
+
+def takes(features: List[torch.Tensor], scale: torch.Tensor) -> bool:
+    """Whether the fused kernel runs these tensors (else the eager path does)."""
+    return (scale.device.type == "cpu" and scale.dtype in (torch.float32, torch.float64)
+            and all(f.dim() == 4 and f.dtype == scale.dtype and f.device.type == "cpu" for f in features)
+            and not torch.compiler.is_compiling() and fused_kernels() is not None)
+
+
+def scale_shift_relu(features: List[torch.Tensor], scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """relu(cat(features) * scale + shift) in one pass, its backward in one more (see `takes`)."""
+    return _ScaleShiftReLU.apply(scale, shift, *features)
