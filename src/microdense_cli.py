@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. microdensenet_cifar_base:memory_efficient=true")
     p.add_argument("--batch-size", type=number(int, 1), default=64)
     p.add_argument("--steps", type=number(int, 1), default=10, help="timed steps per measurement")
+    p.add_argument("--rounds", type=number(int, 1), default=1,
+                   help="measure every model this many times, round-robin, and report medians (a shared machine's "
+                        "drift then moves every model alike)")
     p.add_argument("--warmup", type=number(int, 0), default=3, help="untimed steps before each measurement")
     p.add_argument("--latency-runs", type=number(int, 1), default=30, help="batch-1 runs; the median is reported")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")

@@ -179,19 +179,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("probing matmul rate", total=len(specs))
+        task = bar.add_task("probing matmul rate", total=len(specs) * args.rounds)
 
         def progress(done: int, spec: str) -> None:
             bar.update(task, completed=done, description=f"benchmarking {spec}")
 
         report = run_bench(specs, args.batch_size, args.steps, args.warmup, args.device, args.latency_runs,
-                           args.pipeline, progress, args.kernels, args.profile)
-        bar.update(task, completed=len(specs), description="done")
+                           args.pipeline, progress, args.kernels, args.profile, args.rounds)
+        bar.update(task, completed=len(specs) * args.rounds, description="done")
     m = report["machine"]
     out = _console()
     out.print(f"{m.get('gpu', m['cpu'])}, {m['cores']} cores, torch {m['torch']} ({m['device']}, "
               f"{m['torch_threads']} threads); dense fp32 matmul {m['matmul_fp32_flops'] / 1e9:.1f} GFLOP/s; "
-              f"batch {args.batch_size}", soft_wrap=True)
+              f"batch {args.batch_size}" + (f"; medians of {args.rounds} rounds" if args.rounds > 1 else ""),
+              soft_wrap=True)
     table = Table(show_edge=False)
     cols = ["model", "params", "MACs", "train img/s", "infer img/s", "latency ms", "peak MB", "efficiency"]
     if args.pipeline:

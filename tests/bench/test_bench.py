@@ -98,3 +98,24 @@ def test_profile_splits_a_step_into_its_parts():
     assert {"conv forward", "conv backward", "BN forward", "BN backward", "ReLU backward", "fused BN-ReLU forward",
             "fused BN-ReLU backward"} <= set(p["groups"])
     assert [o["ms"] for o in p["top_ops"]] == sorted((o["ms"] for o in p["top_ops"]), reverse=True)
+
+
+def test_rounds_measure_every_model_round_robin_and_report_medians(monkeypatch):
+    from microdense.bench import run as bench_run
+    calls = []
+    rates = iter([10.0, 50.0, 30.0, 70.0, 20.0, 60.0])  # a, b, a, b, a, b
+
+    def fake_bench_one(spec, *args):
+        calls.append(spec)
+        rate = next(rates)
+        return {"model": spec, "train_img_s": rate, "infer_img_s": rate, "latency_ms": 1.0, "peak_mem_mb": 5.0,
+                "train_flops": 3.0 * rate, "kernels_or_profile": args[-2:]}
+
+    monkeypatch.setattr(bench_run, "bench_one", fake_bench_one)
+    monkeypatch.setattr(bench_run, "machine_info", lambda device: {"matmul_fp32_flops": 3.0})
+    report = bench_run.run_bench(["resnet20_cifar", "microdensenet_cifar_tiny"], rounds=3, profile=True)
+    assert calls == ["resnet20_cifar", "microdensenet_cifar_tiny"] * 3
+    a, b = report["results"]
+    assert a["train_img_s"] == 20.0 and a["train_img_s_by_round"] == [10.0, 30.0, 20.0] and a["rounds"] == 3
+    assert b["train_img_s"] == 60.0 and b["efficiency"] == pytest.approx(60.0)
+    assert a["kernels_or_profile"] == (False, True)  # profiled in the first round only

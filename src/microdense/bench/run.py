@@ -5,6 +5,7 @@ mix; the machine's dense fp32 matmul rate is probed first, in this process, and 
 hardware efficiency is its achieved training FLOP/s over that rate.
 """
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -36,11 +37,33 @@ def bench_one(spec: str, batch_size: int, steps: int, warmup: int, device: str, 
     return result
 
 
+# the figures a round measures that its median over rounds reports
+ROUND_FIGURES = ("train_img_s", "infer_img_s", "latency_ms", "peak_mem_mb", "train_flops", "pipeline_img_s",
+                 "pipeline_overhead")
+
+
+def _median_of_rounds(rounds: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One model's result over its rounds: the first round's record, each figure the median over the rounds (the
+    rounds' training img/s kept beside it); a shared machine's drift then moves every model's figure alike."""
+    result = dict(rounds[0])
+    for key in ROUND_FIGURES:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        if values:
+            result[key] = statistics.median(values)
+    result["rounds"] = len(rounds)
+    if len(rounds) > 1 and result.get("train_img_s") is not None:
+        result["train_img_s_by_round"] = [r["train_img_s"] for r in rounds]
+    return result
+
+
 def run_bench(specs: List[str], batch_size: int = 64, steps: int = 10, warmup: int = 3, device: str = "cpu",
               latency_runs: int = 30, pipeline: bool = False,
               progress: Optional[Callable[[int, str], None]] = None, kernels: bool = False,
-              profile: bool = False) -> Dict[str, Any]:
+              profile: bool = False, rounds: int = 1) -> Dict[str, Any]:
     """Measure every spec (see `microdense.bench.worker`); each is checked before any measurement starts.
+
+    With `rounds` > 1 every spec is measured that many times, round-robin (a fresh process each time), and each
+    figure is the median of its rounds; the kernel list and profile come from the first round.
 
     Raises:
         ValueError, TypeError: a spec that cannot be measured, named.
@@ -51,12 +74,20 @@ def run_bench(specs: List[str], batch_size: int = 64, steps: int = 10, warmup: i
         check_spec(spec)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda asked for, but torch sees no CUDA device here; use the cpu")
+    if rounds < 1:
+        raise ValueError(f"bench rounds: must be >= 1, got {rounds}")
     machine = machine_info(torch.device(device))
+    by_spec: Dict[str, List[Dict[str, Any]]] = {spec: [] for spec in specs}
+    for k in range(rounds):
+        for i, spec in enumerate(specs):
+            if progress:
+                progress(k * len(specs) + i, spec)
+            first = k == 0
+            by_spec[spec].append(bench_one(spec, batch_size, steps, warmup, device, latency_runs, pipeline,
+                                           kernels and first, profile and first))
     results = []
-    for i, spec in enumerate(specs):
-        if progress:
-            progress(i, spec)
-        r = bench_one(spec, batch_size, steps, warmup, device, latency_runs, pipeline, kernels, profile)
+    for spec in specs:
+        r = _median_of_rounds(by_spec[spec])
         r["efficiency"] = None if r["train_flops"] is None else r["train_flops"] / machine["matmul_fp32_flops"]
         results.append(r)
     return {"machine": machine, "provenance": provenance(), "command": " ".join(["microdense", *sys.argv[1:]]),
