@@ -161,3 +161,18 @@ def test_without_a_compiler_training_warns_once_and_takes_the_eager_path(tmp_pat
     eager, caught = json.loads(out)
     messages = [m for m in caught if "fused CPU kernel" in m]
     assert eager and len(messages) == 1 and "eager path" in messages[0]
+
+
+def test_a_training_mode_fx_trace_takes_the_reference_path():
+    torch.manual_seed(0)
+    block = MicroDenseBlock(8, 8, MicroDenseBlockCfg(base_width=4, group_width=2, zero_init_residual=False)).double()
+    traced = torch.fx.symbolic_trace(copy.deepcopy(block).train())
+    assert "batch_norm" in str(traced.graph)  # every consumer's own BN, in the graph
+    # NOTE: outputs and gradients only: FX records no update of timm's BatchNormAct2d buffers, on either path
+    x = [torch.randn(4, 8, 6, 6, dtype=torch.float64)]
+    (y_t,), (gx_t,), gp_t = _steps(traced, x)
+    (y_b,), (gx_b,), gp_b = _steps(block, x)
+    torch.testing.assert_close(y_t, y_b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gx_t, gx_b, rtol=1e-10, atol=1e-12)
+    for name in gp_b:
+        torch.testing.assert_close(gp_t[name], gp_b[name], rtol=1e-10, atol=1e-12, msg=name)

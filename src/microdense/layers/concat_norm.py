@@ -62,6 +62,27 @@ def _update_factor(bn: nn.modules.batchnorm._BatchNorm) -> float:
     return 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
 
 
+class _Normalize(torch.autograd.Function):
+    """(h - mean) / sqrt(var + eps) by the batch's statistics, saving the normalised tensor rather than `h`: the
+    block can then free each conv's output once it is normalised. The backward is batch norm's own, with the
+    normalised tensor as its input, mean 0, inverse std 1 and the true inverse std as the weight, which is the same
+    formula: grad_h = invstd * (g - mean(g) - xhat * mean(g * xhat))."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: float) -> torch.Tensor:
+        normed, _, invstd = torch.native_batch_norm(h, None, None, mean, var, True, 1.0, eps)
+        ctx.save_for_backward(normed, invstd)
+        return normed
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        normed, invstd = ctx.saved_tensors
+        grad_h, _, _ = torch.ops.aten.native_batch_norm_backward(
+            grad, normed, invstd, None, None, torch.zeros_like(invstd), torch.ones_like(invstd), True, 0.0,
+            [True, False, False])
+        return grad_h, None, None, None
+
+
 def normalize_once(h: torch.Tensor, bns: Sequence[nn.modules.batchnorm._BatchNorm], offset: int) -> torch.Tensor:
     """`h` normalised by its batch statistics (no scale or shift), which also update every consumer's running
     statistics at channels `offset:offset + h.shape[1]`, as each consumer's own training forward would.
@@ -73,7 +94,7 @@ def normalize_once(h: torch.Tensor, bns: Sequence[nn.modules.batchnorm._BatchNor
     # the very figures each consumer's own kernel would have folded into its running statistics.
     mean = torch.zeros(width, dtype=bns[0].running_mean.dtype, device=h.device)
     var = torch.ones_like(mean)
-    normed = F.batch_norm(h, mean, var, None, None, True, 1.0, bns[0].eps)
+    normed = _Normalize.apply(h, mean, var, bns[0].eps)
     with torch.no_grad():
         for bn in bns:
             if not bn.track_running_stats:

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 from timm.layers import BatchNormAct2d, DropPath
-from torch.fx._symbolic_trace import is_fx_tracing
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from microdense.layers.concat_norm import cat_channels, count_batch, normalize_once, scale_shift_act
 
@@ -209,7 +209,7 @@ class ConcatConvNormAct(ConvNormAct):
     @torch.jit.unused
     def _concat(self, features: List[torch.Tensor]) -> torch.Tensor:
         # NOTE: an FX trace records the plain op: a custom autograd function cannot be traced symbolically.
-        return torch.cat(features, 1) if is_fx_tracing() else cat_channels(features)
+        return torch.cat(features, 1) if is_fx_symbolic_tracing() else cat_channels(features)
 
     @torch.jit.unused
     def _checkpointed(self, features: List[torch.Tensor]) -> torch.Tensor:
@@ -330,7 +330,7 @@ class MicroDenseBlock(nn.Module):
     @torch.jit.unused
     def _tracing(self) -> bool:
         # NOTE: an FX trace takes the reference path: the shared one updates buffers outside the traced graph.
-        return is_fx_tracing()
+        return is_fx_symbolic_tracing()
 
     @torch.jit.unused
     def _residual_shared_stats(self, x: torch.Tensor) -> torch.Tensor:
