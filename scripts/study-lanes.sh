@@ -7,11 +7,13 @@
 #   e.g. scripts/study-lanes.sh postact docs/results/postact 4 "0 3" "1 2"
 #
 # Shard I/N is run I of the study's plan (entries in file order, seed by seed); give each lane equal work.
-# Equal epochs only: lanes share the machine, so their timings are not benchmarks.
+# Equal epochs only: lanes share the machine, so their timings are not benchmarks. A study of equal time runs in one
+# lane with every core and nothing else running: THREADS=2 scripts/study-lanes.sh STUDY OUT 1 "0" ""
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STUDY=$1 OUT=$2 N=$3 LANE_A=$4 LANE_B=$5
 DATA=$(realpath "${DATA:-../shared/data/cifar10-jpeg/train}")
+THREADS=${THREADS:-1}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 [ -s "$OUT/lanes-commit" ] || git rev-parse HEAD > "$OUT/lanes-commit"
@@ -22,7 +24,7 @@ PYTHON=$(pwd)/.venv/bin/python
 lane() {
   local log=$1; shift
   for shard in "$@"; do
-    (cd "$TREE" && OMP_NUM_THREADS=1 PYTHONPATH="$TREE/src" nice "$PYTHON" -m microdense_cli study run "$STUDY" \
+    (cd "$TREE" && OMP_NUM_THREADS=$THREADS PYTHONPATH="$TREE/src" nice "$PYTHON" -m microdense_cli study run "$STUDY" \
       --data imagefolder --data-dir "$DATA" --out "$OUT" --shard "$shard/$N" --quiet) \
       >> "$OUT/lane-$log.log" 2>&1
   done
