@@ -5,20 +5,24 @@ import sys
 
 import pytest
 
-# Allocate and fill a 64 MB tensor twice; print the page faults of the second fill, before and after the setting.
+# Allocate and fill a 64 MB tensor again and again, as training steps do; print the page faults of fills 4-8,
+# before and after the setting. (Measuring only the second fill was flaky: an aligned block can be a few bytes too
+# small to reuse once a small allocation lands right after it, and then comes from fresh memory once.)
 _PROBE = """
 import resource, sys, torch
 from microdense.allocator import retain_freed_memory
 
-def faults_of_second_fill():
-    torch.empty(16 * 2 ** 20).fill_(1.0)
+def faults_of_later_fills():
+    for _ in range(3):
+        torch.empty(16 * 2 ** 20).fill_(1.0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.empty(16 * 2 ** 20).fill_(1.0)
+    for _ in range(5):
+        torch.empty(16 * 2 ** 20).fill_(1.0)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-plain = faults_of_second_fill()
+plain = faults_of_later_fills()
 took = retain_freed_memory()
-print(plain, took, faults_of_second_fill())
+print(plain, took, faults_of_later_fills())
 """
 
 
@@ -33,7 +37,7 @@ def _probe(env_switch: str) -> tuple:
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
     plain, took, retained = _probe("1")
     assert took
-    assert plain > 16  # 64 MB unmapped on free and faulted in again: 16,384 pages of 4 KB (32 of 2 MB under THP)
+    assert plain > 5 * 16  # 64 MB unmapped on free and faulted in again: 16,384 pages of 4 KB (32 of 2 MB under THP)
     assert retained < plain / 20
 
 
@@ -41,4 +45,4 @@ def test_switched_off_by_the_environment_leaves_the_allocator_alone():
     plain, took, retained = _probe("0")
     assert not took
     if platform.libc_ver()[0] == "glibc":
-        assert retained > 16
+        assert retained > 5 * 16
