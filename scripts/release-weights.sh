@@ -14,11 +14,12 @@ PY=${PY:-$ROOT/.venv/bin/python}
 import sys
 
 from microdense.deploy.release import release_weights
+from microdense.errors import MicrodenseError
 
 run, tag, command, out = sys.argv[1:]
 try:
     path = release_weights(run, tag, out_dir=out or None, command=command)
-except (OSError, ValueError, TypeError) as e:  # the project's one-line errors (a bad run folder, tag or command)
+except (OSError, MicrodenseError) as e:  # the project's one-line errors (a bad run folder, tag or command)
     sys.exit(f"release-weights: error: {e}")
 print(f"released {path} and {path.with_suffix('.md')}")
 PYTHON

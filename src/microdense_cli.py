@@ -2,23 +2,49 @@
 
 It lives outside the `microdense` package on purpose: `import microdense` imports torch and timm to register the
 models (1.5-3 s on a 2-core machine), which `microdense --help` and `microdense models` have no need of. Every
-other command imports `microdense.cli`, which does the work. A test keeps `MODEL_NAMES` equal to the registry.
+other command imports `microdense.cli`, which does the work. Its lists (models, recipes, datasets, accelerators) are
+the package's own, read from the package's source files rather than imported: each is written once.
 """
 import argparse
+import ast
 import fnmatch
+import re
 import sys
-from typing import Any, Callable, List, NoReturn, Optional
+from pathlib import Path
+from typing import Any, Callable, List, NoReturn, Optional, Tuple
 
-# NOTE: the names `microdense` registers with timm, as timm.list_models() orders them.
-MODEL_NAMES = (
-    "darts_cifar", "darts_v1_cifar", "darts_v2_cifar", "densenet_bc100_k12_cifar", "densenet_bc190_k40_cifar",
-    "microdense_darts_v1_cifar", "microdense_darts_v2_cifar", "microdensenet_cifar_base", "microdensenet_cifar_large",
-    "microdensenet_cifar_small", "microdensenet_cifar_tiny", "microdensenet_imagenet_base",
-    "microdensenet_imagenet_small", "preact_resnet164_cifar", "pyramidnet110_a48_cifar", "resnet18_cifar",
-    "resnet20_cifar", "resnet56_cifar", "resnet110_cifar", "resnext29_8x64d_cifar", "wrn28_10_cifar",
-)
-RECIPES = ("paper", "fast", "budget", "imagenet", "darts")
-DATA_KINDS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+PACKAGE = Path(__file__).resolve().parent / "microdense"
+
+
+def _constant(module: str, name: str) -> Any:
+    """The literal value of `name` in a package module, read from its source: the package's own list, without
+    importing the package (and with it torch)."""
+    for node in ast.parse((PACKAGE / module).read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"{name} is not a literal of microdense/{module}")
+
+
+def _registered_models() -> Tuple[str, ...]:
+    """The names the package registers with timm (its `@register_model` functions), in timm's order: read from the
+    model families' sources, so `microdense models` answers without importing them."""
+    names = []
+    for path in sorted([*(PACKAGE / "models").rglob("*.py"), *(PACKAGE / "nas").rglob("*.py")]):
+        source = path.read_text()
+        if "@register_model" not in source:
+            continue
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef) and any(
+                    getattr(d, "id", getattr(d, "attr", None)) == "register_model" for d in node.decorator_list):
+                names.append(node.name)
+    # NOTE: timm.list_models sorts by natural key: digits as numbers (resnet20 < resnet110)
+    return tuple(sorted(names, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]))
+
+
+MODEL_NAMES = _registered_models()
+RECIPES = tuple(sorted(p.stem for p in (PACKAGE / "train" / "recipes").glob("*.yaml")))
+DATA_KINDS = _constant("data/config.py", "DATA_NAMES")
+ACCELERATORS = _constant("train/config.py", "ACCELERATORS")
 # The flags of `microdense train`, each with the configuration field it sets: the parser and the command read this
 # one table. The values are checked by the configuration itself (microdense.train.config), not here.
 TRAIN_FLAGS = (
@@ -41,7 +67,11 @@ TRAIN_FLAGS = (
     ("--batch-size", "data.batch_size", dict(type=int, help="images per device per step")),
     ("--workers", "data.workers", dict(type=int, help="loader worker processes (large images)")),
     ("--recipe", "recipe", dict(choices=RECIPES, help="training recipe (default fast)")),
-    ("--lr", "optim.lr", dict(type=float, help="peak learning rate")),
+    ("--lr", "optim.lr", dict(type=float, help="peak learning rate, per --lr-base-size images when that is set (the "
+                                                "recipes set it): a run scales it to its global batch")),
+    ("--lr-base-size", "optim.lr_base_size", dict(type=int, metavar="IMAGES",
+                                                  help="the global batch --lr is for (the run scales it linearly to "
+                                                       "batch x devices x nodes)")),
     ("--weight-decay", "optim.weight_decay", dict(type=float)),
     ("--epochs", "run.epochs", dict(type=int)),
     ("--max-steps", "run.max_steps", dict(type=int, help="stop after this many optimizer steps")),
@@ -55,7 +85,7 @@ TRAIN_FLAGS = (
     ("--devices", "run.devices", dict(help="devices per node: a count, 'auto', or a list like '0,1'")),
     ("--num-nodes", "run.num_nodes", dict(type=int)),
     ("--precision", "run.precision", dict(help="Lightning precision: 32-true, bf16-mixed, 16-mixed (GPU), ...")),
-    ("--accelerator", "run.accelerator", dict(help="cpu, gpu, auto")),
+    ("--accelerator", "run.accelerator", dict(help=f"{', '.join(ACCELERATORS)} (Lightning's names)")),
 )
 
 
@@ -152,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True,
                    help="run folder, model.safetensors, a .ckpt, or a released name (model.tag)")
     _add_data_args(p, "synthetic", checked=True)
-    p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"), default="auto")
+    p.add_argument("--accelerator", choices=ACCELERATORS, default="auto")
     p.add_argument("--json", action="store_true", help="last line printed is one JSON object")
     p.add_argument("--per-class", action="store_true", help="accuracy of every class")
     p.add_argument("--plot", metavar="PNG", help="write the confusion matrix here")
@@ -170,14 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     out.add_argument("--csv", metavar="OUT", help="write path,rank,label,class_index,probability rows here")
 
-    p = sub.add_parser("export", help="an ONNX or TorchScript file of a trained model, checked against it",
-                       description="BatchNorm layers that directly follow a conv are folded into it first; the file "
-                                   "is kept only if its logits match the source model within 1e-4 with the same "
-                                   "top-1. TorchScript is deprecated by PyTorch; prefer onnx.")
+    p = sub.add_parser("export", help="an ONNX or TorchScript file of a trained model checked against it, or a "
+                                      "folder in the model hubs' layout",
+                       description="onnx, torchscript: BatchNorm layers that directly follow a conv are folded into "
+                                   "it first; the file is kept only if its logits match the source model within 1e-4 "
+                                   "with the same top-1. TorchScript is deprecated by PyTorch; prefer onnx. hub: "
+                                   "model.safetensors, config.json and a README.md model card, written by timm's "
+                                   "save_for_hf, which timm.create_model('local-dir:FOLDER', pretrained=True) loads "
+                                   "(a run folder, or a released name).")
     p.add_argument("--checkpoint", required=True,
                    help="run folder, model.safetensors, a .ckpt, or a released name (model.tag)")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
-    p.add_argument("--out", help="file to write (default: beside the checkpoint, model.onnx or model.pt)")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "hub"))
+    p.add_argument("--out", help="file to write (default: beside the checkpoint, model.onnx or model.pt); hub: the "
+                                 "new folder (default: the checkpoint's name with -hub)")
+    p.add_argument("--command", dest="reproduce", metavar="COMMAND",
+                   help="hub: the command that reproduces the run, for the card (default: the file RUN/command)")
     p.add_argument("--opset", type=number(int, 13, 23, high_open=False), help="ONNX opset (default 18)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="any batch size (default: one image per call, the serving shape)")
@@ -211,11 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--entries", metavar="LABELS", help="comma-separated entry labels (default: every entry)")
     q.add_argument("--out", metavar="DIR", help="write the releases here (default: the package's weights folder)")
     q.add_argument("--data-note", metavar="TEXT", help="what the data is, in words, for each model card")
+    q.add_argument("--format", choices=("package", "hub"), default="package",
+                   help="package: <model>.<TAG>.safetensors and .md (what timm.create_model(model, pretrained=True) "
+                        "loads); hub: a folder <model>.<TAG> in the model hubs' layout, in --out (required)")
     study.add_parser("list", help="the packaged studies and the claim each tests")
     return parser
 
 
-def list_models(pattern: str = "") -> List[str]:
+def model_names(pattern: str = "") -> List[str]:
     return [n for n in MODEL_NAMES if fnmatch.fnmatchcase(n, pattern or "*")]
 
 
@@ -224,7 +264,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # what was typed: a study records it beside each result
     if args.command == "models":
-        for name in list_models(args.pattern):
+        for name in model_names(args.pattern):
             print(name)
         return 0
     from microdense.cli import run_command

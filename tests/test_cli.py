@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from microdense.errors import ConfigError, TrainingDiverged
 from microdense_cli import main
 
 
@@ -42,6 +43,36 @@ def test_unknown_model_one_line_with_suggestions_exit_2():
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert "unknown model 'microdensenet_cifar_bas'" in lines[0] and "microdensenet_cifar_base" in lines[0]
+
+
+@pytest.mark.parametrize("bug", [TypeError("unsupported operand type(s) for +: 'NoneType' and 'int'"),
+                                 ValueError("not enough values to unpack (expected 2, got 1)")])
+def test_a_bug_inside_the_package_keeps_its_traceback(monkeypatch, bug):
+    """Only the package's own error types are worded as one line; the same builtins raised by our code are bugs."""
+    import microdense.models.size as size
+
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(size, "measure_size", broken)
+    with pytest.raises(type(bug), match=str(bug)[:20]):
+        main(["info", "microdensenet_cifar_tiny"])
+
+
+@pytest.mark.parametrize("error, code", [
+    (ConfigError("OptimCfg.lr: -1 is out of range"), 2),
+    (TrainingDiverged("training diverged at step 3", step=3, loss=float("nan"), lr=1.0), 3)])
+def test_a_user_error_is_one_line_with_its_own_exit_code(monkeypatch, capsys, error, code):
+    import argparse
+
+    from microdense import cli
+
+    def command(args):
+        raise error
+
+    monkeypatch.setitem(cli.COMMANDS, "fake", command)
+    assert cli.run_command(argparse.Namespace(command="fake")) == code
+    assert capsys.readouterr().err == f"microdense: error: {error}\n"
 
 
 def test_refused_config_is_one_line(capsys):

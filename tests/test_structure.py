@@ -8,7 +8,7 @@ import microdense
 SRC = Path(microdense.__file__).parent
 # NOTE: the floors, bottom up; a part may import only parts on its own floor or below.
 FLOORS = [
-    {"allocator", "fields", "io", "plots", "provenance"},
+    {"allocator", "errors", "fields", "io", "plots", "provenance"},
     {"layers"},
     {"models"},
     {"nas"},

@@ -1,9 +1,10 @@
 """The `microdense` commands (the parser is `microdense_cli`'s). The command line owns the terminal.
 
-One error policy: library code never prints; it raises `ValueError`/`TypeError` for a bad value and `OSError`s
-(`FileNotFoundError`, ...) for a missing or unwritable path, with messages that name fields, never flags. Here
-alone they become one line on stderr and exit status 2 (a bad value) or 1 (a path), never a traceback. A
-`ValueError`/`TypeError` raised outside this package is a bug, not a user error, and keeps its traceback.
+One error policy: library code never prints; it raises the package's own types (`microdense.errors`: a bad value,
+bad data, bad weights, a diverged run) and `OSError`s (`FileNotFoundError`, ...) for a missing or unwritable path,
+with messages that name fields, never flags. Here alone they become one line on stderr and a non-zero exit status
+(the error's own, or 1 for a path), never a traceback. Every other exception, a `ValueError` or `TypeError` from
+this package included, is a bug and keeps its traceback.
 """
 import argparse
 import json
@@ -12,26 +13,15 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-PACKAGE_DIRS = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "microdense_cli.py")
+from microdense.errors import MicrodenseError
 
 
-class UserError(Exception):
+class UserError(MicrodenseError):
     """A command-line mistake found by the command line itself (a malformed --set, conflicting flags)."""
 
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def _raised_by_us(e: BaseException) -> bool:
-    """True when the innermost frame of `e`'s traceback is this package's code: a deliberate, worded error."""
-    tb = e.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if tb is None:
-        return False
-    path = Path(tb.tb_frame.f_code.co_filename).resolve()
-    return any(path == d or d in path.parents for d in PACKAGE_DIRS)
 
 
 def _fmt_count(n: float, unit: str = "") -> str:
@@ -106,7 +96,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from microdense.train.config import FIELDS, resolve_config
-    from microdense.train.run import CONFIG_FILE, TrainingInterrupted, train
+    from microdense.train.run import TrainingInterrupted, train
+    from microdense.train.run_folder import CONFIG_FILE
 
     # NOTE: after Lightning's import, which gives its loggers a handler of their own when the root has none.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -281,7 +272,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.format != "onnx" and (args.opset is not None or args.dynamic_batch):
         raise UserError("--opset and --dynamic-batch are ONNX options; drop them or use --format onnx", exit_code=2)
+    if args.format != "hub" and args.reproduce:
+        raise UserError("--command is for --format hub's model card; drop it or use --format hub", exit_code=2)
     checkpoint = Path(args.checkpoint)
+    if args.format == "hub":
+        from microdense.deploy.hub import write_hub_folder
+        out = Path(args.out) if args.out else Path(f"{checkpoint.resolve().name}-hub")
+        folder = write_hub_folder(args.checkpoint, out, command=args.reproduce)
+        print(f"wrote {folder} (model.safetensors, config.json, README.md); load it with "
+              f"timm.create_model('local-dir:{folder}', pretrained=True) after import microdense")
+        return 0
     loaded = load_model(checkpoint)
     if checkpoint.exists():
         folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
@@ -315,11 +315,14 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.study_command == "release":
         from microdense.study.release import release_best_seeds
         labels = args.entries.split(",") if args.entries else None
+        if args.format == "hub" and not args.out:
+            raise UserError("--format hub writes one folder per entry into --out DIR; give --out", exit_code=2)
         for chosen, path in release_best_seeds(Path(args.dir), args.tag, labels, args.out and Path(args.out),
-                                               args.data_note):
+                                               args.data_note, hub=args.format == "hub"):
             others = ", ".join(f"seed {s} {100 * top1:.2f}%" for s, top1 in chosen.others.items())
+            written = path if args.format == "hub" else f"{path} and {path.with_suffix('.md')}"
             print(f"{chosen.label}: seed {chosen.row['seed']} (val top-1 {100 * chosen.row['val_top1']:.2f}%; "
-                  f"chosen over {others or 'no other seed'}) released as {path} and {path.with_suffix('.md')}")
+                  f"chosen over {others or 'no other seed'}) released as {written}")
         return 0
     from microdense.study.runner import run_study
     from microdense.train.run import TrainingInterrupted
@@ -352,18 +355,13 @@ def run_command(args: argparse.Namespace) -> int:
     retain_freed_memory()  # the command owns its process: reuse freed activation memory (microdense.allocator)
     try:
         return COMMANDS[args.command](args)
-    except UserError as e:
+    except MicrodenseError as e:
         print(f"microdense: error: {e}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # a path to fix: missing, unwritable, already taken
         print(f"microdense: error: {e.strerror + ': ' + str(e.filename) if e.filename and e.strerror else e}",
               file=sys.stderr)
         return 1
-    except (ValueError, TypeError) as e:
-        if not _raised_by_us(e):
-            raise
-        print(f"microdense: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("microdense: interrupted", file=sys.stderr)
         return 130

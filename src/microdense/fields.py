@@ -10,6 +10,8 @@ import math
 import typing
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from microdense.errors import ArgumentError, ConfigError
+
 _MISSING = dataclasses.MISSING
 
 
@@ -92,26 +94,26 @@ def check_value(owner: str, f: dataclasses.Field, tp: Any, value: Any) -> None:
     """Refuse `value` for field `f` (annotated `tp`) unless its type, range and choices allow it.
 
     Raises:
-        TypeError: the value has the wrong type.
-        ValueError: the value is out of range or not among the choices.
+        ArgumentError: the value has the wrong type.
+        ConfigError: the value is out of range or not among the choices.
     """
     inner, optional = _unwrap_optional(tp)
     if value is None:
         if optional:
             return
-        raise TypeError(f"{owner}.{f.name}: needs {_type_name(inner)}, got nothing (null)")
+        raise ArgumentError(f"{owner}.{f.name}: needs {_type_name(inner)}, got nothing (null)")
     if not _is_instance(value, inner):
-        raise TypeError(f"{owner}.{f.name}: needs {_type_name(inner)}, got {value!r}")
+        raise ArgumentError(f"{owner}.{f.name}: needs {_type_name(inner)}, got {value!r}")
     if dataclasses.is_dataclass(inner):  # a section of its own: its fields carry their own rules
         check_fields(value)
         return
     rules = _rules(f)
     if rules.get("choices") and value not in rules["choices"]:
-        raise ValueError(f"{owner}.{f.name}: unknown value {value!r}; choose one of {', '.join(rules['choices'])}")
+        raise ConfigError(f"{owner}.{f.name}: unknown value {value!r}; choose one of {', '.join(rules['choices'])}")
     numbers = value if isinstance(value, list) else [value]
     for number in numbers:
         if isinstance(number, (int, float)) and not isinstance(number, bool) and not _in_bounds(number, rules):
-            raise ValueError(f"{owner}.{f.name}: {value!r} is out of range; it must be {_bounds_text(rules)}")
+            raise ConfigError(f"{owner}.{f.name}: {value!r} is out of range; it must be {_bounds_text(rules)}")
 
 
 def check_fields(obj: Any) -> None:

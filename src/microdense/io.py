@@ -1,7 +1,9 @@
 """Atomic file writes: a temporary file beside the target, then a rename, so a crash never leaves
-half a file where a good one was. The file ends with the mode a plain `open` would give (the umask's)."""
+half a file where a good one was. The file ends with the mode a plain `open` would give (the umask's). A folder of
+files is written the same way (`atomic_folder`)."""
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Union
@@ -63,3 +65,25 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
 def atomic_write_text(path: PathLike, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: PathLike) -> Iterator[Path]:
+    """A temporary folder beside `path` to fill; on success it becomes `path` in one rename (with a plain mkdir's
+    mode), on failure it is removed with everything in it, so no half-written folder is ever at `path`.
+
+    Raises:
+        FileExistsError: `path` exists already (a folder is never written over).
+    """
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists already; remove it or choose another folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        os.rename(tmp, path)  # NOTE: not os.replace: a folder that appeared meanwhile is not replaced
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -59,10 +59,11 @@ def test_inference_backends_side_by_side(tmp_path, capsys):
     assert row.split("│")[3].strip() == "-"  # no training figure for an inference-only backend
 
 
-def test_a_failing_worker_reports_its_error_as_json():
+def test_a_failing_worker_reports_its_error_and_its_traceback():
     from microdense.bench.run import bench_one
-    # amp=fp8 passes parse_spec but not measure(): the worker itself must word the failure
-    with pytest.raises(ValueError, match=r"benchmark of microdensenet_cifar_tiny:amp=fp8 failed: ValueError: amp='fp8'"):
+    # amp=fp8 passes parse_spec but not measure(): the worker itself must word the failure, and its traceback travels
+    with pytest.raises(RuntimeError, match=r"benchmark of microdensenet_cifar_tiny:amp=fp8 failed: ConfigError: "
+                                           r"amp='fp8'(.|\n)*Traceback"):
         bench_one("microdensenet_cifar_tiny:amp=fp8", 2, 1, 0, "cpu", 1, False)
 
 

@@ -134,3 +134,26 @@ def test_a_tree_is_decoded_once_per_process_until_a_file_changes(image_tree, mon
     os.utime(changed, ns=(10 ** 19, 10 ** 19))  # newer than every other file, whatever the clock's resolution
     third = load_imagefolder(str(image_tree)).train
     assert len(decodes) == 2 and not torch.equal(first.images, third.images)
+
+
+@pytest.mark.parametrize("size", [0, 8, 20])
+def test_cutout_is_the_same_square_in_pixels_on_the_large_image_path(tmp_path, size):
+    from microdense.data.config import DataCfg
+    from microdense.data.pipeline import ImagePipeline
+    tree = make_image_tree(tmp_path / "big", classes=2, per_class=4, size=96)  # > 64 px: per-image transforms
+    pipeline = ImagePipeline(DataCfg(name="imagefolder", root=str(tree), val_split=0.25, img_size=80, cutout=size,
+                                     workers=0, batch_size=4))
+    pipeline.load()
+    assert not pipeline.small
+    transform = pipeline._large_transform(train=True)
+    torch.manual_seed(0)
+    image = Image.new("RGB", (96, 96), (200, 40, 90))
+    for _ in range(20):
+        out = transform(image)
+        zeroed = (out == 0).all(0)  # pixels cut out in every channel (the image itself has no black)
+        rows, cols = zeroed.any(1).nonzero().flatten(), zeroed.any(0).nonzero().flatten()
+        if size == 0:
+            assert zeroed.sum() == 0
+            continue
+        assert 0 < len(rows) <= size and 0 < len(cols) <= size  # one square of `size` px, clipped at the edges
+        assert zeroed.sum() == len(rows) * len(cols)

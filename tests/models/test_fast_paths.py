@@ -64,3 +64,17 @@ def test_memory_savers_equal_plain_in_a_whole_network(switch, device, monkeypatc
     _assert_same(_outputs_and_grads(saver, x), _outputs_and_grads(plain, x), tol=1e-6)
     for (name, a), b in zip(plain.named_buffers(), saver.buffers()):  # recomputation leaves BN statistics alone
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=name)
+
+
+def test_turning_grad_checkpointing_off_keeps_the_constructors_memory_efficient():
+    from microdense.layers.micro_dense import ConcatConvUnit
+    model = timm.create_model("microdensenet_cifar_tiny", memory_efficient=True)
+    units = [m for m in model.modules() if isinstance(m, ConcatConvUnit)]
+    model.set_grad_checkpointing(True)
+    assert model.grad_checkpointing and all(u.memory_efficient for u in units)
+    model.set_grad_checkpointing(False)
+    assert not model.grad_checkpointing and all(u.memory_efficient for u in units)
+    plain = timm.create_model("microdensenet_cifar_tiny")
+    plain.set_grad_checkpointing(True)
+    plain.set_grad_checkpointing(False)
+    assert not any(u.memory_efficient for u in plain.modules() if isinstance(u, ConcatConvUnit))

@@ -4,6 +4,7 @@ import pytest
 import torch
 from timm.layers import DropPath
 
+from microdense.errors import MicrodenseError
 from microdense.models.config import ModelCfg, build_model, model_args
 
 FAMILIES = ["microdensenet_cifar_tiny", "resnet20_cifar", "preact_resnet164_cifar", "pyramidnet110_a48_cifar",
@@ -50,5 +51,18 @@ def test_family_arguments_reach_the_network():
     (dict(name="resnet21_cifar"), "unknown model 'resnet21_cifar'"),
 ])
 def test_what_a_family_cannot_build_is_refused_when_the_section_is_made(cfg, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(MicrodenseError, match=message):
         ModelCfg(**cfg)
+
+
+def test_the_final_norm_follows_the_last_stage_ordering():
+    from dataclasses import replace
+
+    from microdense.models import MicroDenseNet
+    from microdense.models.micro_dense_net import model_cfgs
+    cfg = model_cfgs["microdensenet_cifar_tiny"]
+    for last_preact in (True, False):
+        stages = tuple(replace(s, block=replace(s.block, preact=(i == len(cfg.stages) - 1) == last_preact))
+                       for i, s in enumerate(cfg.stages))
+        net = MicroDenseNet(replace(cfg, stages=stages), num_classes=10)
+        assert isinstance(net.final_norm, torch.nn.Identity) != last_preact  # a pre-activation end needs its BN-ReLU

@@ -400,3 +400,38 @@ SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(100_000)}, "
     assert proc.returncode != 0 and "File too large" in proc.stderr
     assert last.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left
     assert SafeCheckpointIO().load_checkpoint(last)["global_step"] == 1
+
+
+def test_a_diverged_run_is_a_row_without_an_accuracy_and_is_never_released(tmp_path):
+    from microdense.errors import ConfigError
+    from microdense.study.release import best_seeds
+    out = tmp_path / "out"
+    entries = [{"label": "tiny", "model": TINY}, {"label": "wild", "model": TINY, "overrides": {"optim.lr": 1e9}}]
+    done = quiet_run(write_study(tmp_path, entries=entries, budget={"steps": 6}), out)
+    assert done.ran == 4  # a diverged run ends its own run, not the study
+    rows = {r["run"]: r for r in read_rows(out / "results.jsonl")}
+    for seed in (0, 1):
+        wild = rows[f"wild-seed{seed}"]
+        assert wild["val_top1"] is None and wild["diverged"]["step"] >= 0 and "diverged" in wild["diverged"]["message"]
+        assert wild["provenance"]["code"]["commit"] and rows[f"tiny-seed{seed}"]["val_top1"] is not None
+    report = write_report(out)
+    table = report.markdown.read_text()
+    wild_line = next(line for line in table.splitlines() if line.startswith("| wild "))
+    assert "0 (+2 diverged)" in wild_line and "diverged / diverged" in wild_line
+    assert [c.label for c in best_seeds(out, ["tiny"])] == ["tiny"]
+    with pytest.raises(ConfigError, match="wild: every seed diverged"):
+        best_seeds(out, ["wild"])
+
+
+def test_a_run_that_fails_releases_its_lock(tmp_path, monkeypatch):
+    from microdense.study import runner
+    out = tmp_path / "out"
+
+    def broken_train(cfg, progress=True):
+        raise RuntimeError("a crash inside training")
+
+    monkeypatch.setattr(runner, "train", broken_train)
+    with pytest.raises(RuntimeError, match="a crash inside training"):
+        quiet_run(write_study(tmp_path, seeds=[0], entries=STUDY["entries"][:1]), out)
+    lock = runner._claim(out / "runs" / "tiny-seed0")  # another process (or this one, again) may take the run
+    assert lock is not None

@@ -4,12 +4,13 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from microdense.train.config import OptimCfg, RunCfg, TrainConfig, resolve_config, save_config
 from microdense.train.progress import RunProgress
 from microdense.train.system import lr_factor, warmup_fraction
 
-COMMITTED_RUNS = sorted((Path(__file__).resolve().parents[2] / "docs" / "results").glob("*/runs/*/config.yaml"))
+COMMITTED_RUNS = sorted((Path(__file__).resolve().parents[2] / "docs" / "results").glob("**/runs/*/config.yaml"))
 
 
 def test_precedence_defaults_recipe_file_flags(tmp_path):
@@ -67,19 +68,30 @@ def test_a_moved_field_on_the_command_line_says_where_it_went():
 
 @pytest.mark.parametrize("path", COMMITTED_RUNS, ids=lambda p: f"{p.parts[-4]}/{p.parts[-2]}")
 def test_every_committed_run_config_still_loads_as_it_ran(path):
-    """Run folders saved in the flat layout (every committed study's) load with each value at its new place, so
-    they resume and their studies recognise them."""
+    """Run folders saved in the flat layout (the older studies') or in sections load with each value at its new
+    place, so they resume and their studies recognise them; fields added since come from the run's recipe, and the
+    learning rate a one-device run trains at is the one it ran at."""
     import yaml
+
+    from microdense.train.config import peak_lr
+    added_since = {"lr_base_size", "lr_scale"}  # the learning rate's reference batch (2026-12-03)
     saved = yaml.safe_load(path.read_text())
     cfg = resolve_config({}, str(path))
+    optim = {k: v for k, v in dataclasses.asdict(cfg.optim).items() if k not in added_since}
     if "optim" in saved:  # saved in the sections' layout already
-        assert save_config(cfg) == yaml.safe_dump({k: v for k, v in saved.items() if k != "provenance"},
-                                                  sort_keys=False)
+        assert peak_lr(cfg.optim, cfg.data.batch_size) == saved["optim"]["lr"]
+        resaved = yaml.safe_load(save_config(cfg))
+        assert {k: v for k, v in resaved["optim"].items() if k not in added_since} == optim
+        assert {k: v for k, v in resaved.items() if k != "optim"} == {
+            k: v for k, v in saved.items() if k not in ("provenance", "optim")}
+        assert {k: v for k, v in saved["optim"].items() if k not in added_since} == optim
         return
+    assert peak_lr(cfg.optim, cfg.data.batch_size) == saved["lr"]
     assert (cfg.model.name, cfg.model.kwargs, cfg.data) == (saved["model"], saved["model_kwargs"],
                                                              type(cfg.data)(**saved["data"]))
-    for section, default in ((cfg.optim, OptimCfg()), (cfg.run, RunCfg(epochs=1))):  # a field added since: default
-        assert dataclasses.asdict(section) == {k: saved.get(k, v) for k, v in dataclasses.asdict(default).items()}
+    expected = {k: saved.get(k, v) for k, v in dataclasses.asdict(OptimCfg()).items() if k not in added_since}
+    assert optim == expected  # a field added since (and not from the recipe): its default
+    assert dataclasses.asdict(cfg.run) == {k: saved.get(k, v) for k, v in dataclasses.asdict(RunCfg(epochs=1)).items()}
     # a drop rate of 0.0 was never passed to the model then: the model's own default ruled, as None says now
     assert (cfg.model.drop_rate, cfg.model.drop_path_rate) == (saved["drop_rate"] or None,
                                                                saved["drop_path_rate"] or None)
@@ -250,3 +262,27 @@ def test_compile_wraps_the_training_forward_and_leaves_checkpoints_alone():
     assert getattr(compiled._train_forward, "_torchdynamo_orig_callable", None) == model.__call__
     assert plain._train_forward == model.__call__
     assert list(compiled.state_dict()) == list(plain.state_dict())  # no second copy of the model under another name
+
+
+@pytest.mark.parametrize("devices, expected", [(1, 0.1), (8, 0.8)])
+def test_the_learning_rate_follows_the_global_batch(devices, expected):
+    from microdense.train.config import peak_lr
+    from microdense.train.system import ClassificationSystem
+    cfg = resolve_config({"recipe": "imagenet"})
+    assert (cfg.optim.lr, cfg.optim.lr_base_size, cfg.data.batch_size) == (0.1, 256, 256)
+    assert peak_lr(cfg.optim, 256 * devices) == pytest.approx(expected)  # README's ImageNet command: 0.8 on 8
+    system = ClassificationSystem(torch.nn.Linear(2, 2), cfg.optim, 2, run=cfg.run, global_batch=256 * devices)
+    assert system.peak_lr == pytest.approx(expected)
+    assert system.configure_optimizers().param_groups[0]["lr"] == pytest.approx(expected)
+
+
+def test_every_recipe_keeps_its_rate_on_one_device_and_sqrt_scaling_is_there():
+    from dataclasses import replace
+
+    from microdense.train.config import RECIPES, peak_lr
+    for name in RECIPES:
+        cfg = resolve_config({"recipe": name, "model.name": "darts_cifar" if name == "darts" else "resnet20_cifar"})
+        assert peak_lr(cfg.optim, cfg.data.batch_size) == cfg.optim.lr, name  # no committed one-device run changes
+    optim = replace(resolve_config({"recipe": "budget"}).optim, lr_scale="sqrt")
+    assert peak_lr(optim, 4 * 128) == pytest.approx(0.8)  # 0.4 x sqrt(4)
+    assert peak_lr(replace(optim, lr_base_size=None), 4 * 128) == 0.4  # a rate used as given

@@ -28,7 +28,7 @@ DDP_SCRIPT = textwrap.dedent("""
                 world_size=trainer.world_size,
                 val_top1=float(trainer.callback_metrics["val/top1"]),
                 val_loss=float(trainer.callback_metrics["val/loss"]),
-                train_batches=trainer.num_training_batches)))
+                train_batches=trainer.num_training_batches, peak_lr=system.peak_lr)))
 
     cfg = resolve_config({"data": dict(name="imagefolder", root=sys.argv[1], val_split=0.25, batch_size=5),
                           "run": dict(epochs=2, accelerator="cpu", devices="2", out=sys.argv[2])})
@@ -52,6 +52,8 @@ def test_two_process_ddp_identical_weights_and_reduced_metrics(tmp_path, capsys)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["train_batches"] == ranks[1]["train_batches"] == 3  # 30 images / 2 ranks / 5 per batch
+    # the learning rate follows the global batch: the fast recipe's 0.2 per 256 images, at 2 x 5 images per step
+    assert ranks[0]["peak_lr"] == ranks[1]["peak_lr"] == pytest.approx(0.2 * 10 / 256)
     w0, w1 = (load_file(str(out / f"rank{r}.safetensors")) for r in range(2))
     for key in w0:
         torch.testing.assert_close(w0[key], w1[key], rtol=0, atol=0, msg=key)

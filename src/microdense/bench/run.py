@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from microdense.bench.machine import machine_info
+from microdense.errors import ConfigError
 from microdense.io import atomic_write_text
 from microdense.plots import pyplot, save_png
 from microdense.provenance import provenance
@@ -33,7 +34,9 @@ def bench_one(spec: str, batch_size: int, steps: int, warmup: int, device: str, 
     except (IndexError, json.JSONDecodeError):  # the worker died before it could answer (killed, out of memory)
         result = {"error": f"the worker process ended with status {proc.returncode} and no answer"}
     if proc.returncode != 0 or "error" in result:
-        raise ValueError(f"benchmark of {spec} failed: {result.get('error', 'no reason given')}")
+        # NOTE: every spec was checked before the run, so this is a crash (a bug, or out of memory): its traceback shows
+        raise RuntimeError(f"benchmark of {spec} failed: {result.get('error', 'no reason given')}\n"
+                           f"the worker's stderr ends:\n{proc.stderr[-4000:]}")
     return result
 
 
@@ -66,16 +69,16 @@ def run_bench(specs: List[str], batch_size: int = 64, steps: int = 10, warmup: i
     figure is the median of its rounds; the kernel list and profile come from the first round.
 
     Raises:
-        ValueError, TypeError: a spec that cannot be measured, named.
+        ConfigError, ArgumentError: a spec that cannot be measured, named.
     """
     from microdense.bench.worker import check_spec
 
     for spec in specs:
         check_spec(spec)
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda asked for, but torch sees no CUDA device here; use the cpu")
+        raise ConfigError("device cuda asked for, but torch sees no CUDA device here; use the cpu")
     if rounds < 1:
-        raise ValueError(f"bench rounds: must be >= 1, got {rounds}")
+        raise ConfigError(f"bench rounds: must be >= 1, got {rounds}")
     machine = machine_info(torch.device(device))
     by_spec: Dict[str, List[Dict[str, Any]]] = {spec: [] for spec in specs}
     for k in range(rounds):

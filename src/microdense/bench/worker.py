@@ -3,7 +3,8 @@
 Run as `python -m microdense.bench.worker '<json options>'`; prints one JSON object on its last line.
 A spec is `name` or `name:key=value:...`: keys `channels_last`, `compile`, `amp` (bf16 or fp16
 autocast), `grad_checkpointing` (the model's `set_grad_checkpointing()`) and `retain_memory` (false: the C library's
-own allocator policy, see `microdense.allocator`) are run options, any other key is a model kwarg (e.g. `microdensenet_cifar_base:memory_efficient=true`).
+own allocator policy, see `microdense.allocator`) are run options, any other key is a model kwarg (e.g.
+`microdensenet_cifar_base:memory_efficient=true`).
 """
 import json
 import os
@@ -21,6 +22,7 @@ import yaml
 
 from microdense.allocator import retain_freed_memory
 from microdense.bench.machine import sync as _sync
+from microdense.errors import ConfigError
 from microdense.layers.fused import fused_kernels
 from microdense.provenance import onednn_verbose
 
@@ -37,11 +39,11 @@ def parse_spec(spec: str) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.isidentifier():
-            raise ValueError(f"bad model option {pair!r} in {spec!r}; use name:key=value")
+            raise ConfigError(f"bad model option {pair!r} in {spec!r}; use name:key=value")
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise ValueError(f"bad model option {pair!r} in {spec!r}: {value!r} is not a YAML value") from None
+            raise ConfigError(f"bad model option {pair!r} in {spec!r}: {value!r} is not a YAML value") from None
         (options if key in RUN_OPTIONS else model_kwargs)[key] = parsed
     return name, model_kwargs, options
 
@@ -53,11 +55,11 @@ def check_spec(spec: str) -> None:
     name, model_kwargs, options = parse_spec(spec)
     for key in ("channels_last", "compile", "grad_checkpointing", "retain_memory"):
         if key in options and not isinstance(options[key], bool):
-            raise ValueError(f"{spec!r}: {key}={options[key]!r} must be true or false")
+            raise ConfigError(f"{spec!r}: {key}={options[key]!r} must be true or false")
     if "amp" in options and options["amp"] not in AMP_DTYPES:
-        raise ValueError(f"{spec!r}: amp={options['amp']!r}; choose one of {', '.join(AMP_DTYPES)}")
+        raise ConfigError(f"{spec!r}: amp={options['amp']!r}; choose one of {', '.join(AMP_DTYPES)}")
     if options.get("backend", "eager") not in BACKENDS:
-        raise ValueError(f"{spec!r}: backend={options['backend']!r}; choose one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"{spec!r}: backend={options['backend']!r}; choose one of {', '.join(BACKENDS)}")
     create_model(name, **model_kwargs)
 
 
@@ -100,7 +102,7 @@ def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, la
 
     amp = options.get("amp")
     if amp is not None and amp not in AMP_DTYPES:
-        raise ValueError(f"amp={amp!r}: choose bf16 or fp16")
+        raise ConfigError(f"amp={amp!r}: choose bf16 or fp16")
 
     def autocast():
         return torch.autocast(dev.type, dtype=AMP_DTYPES[amp]) if amp else nullcontext()
@@ -223,7 +225,7 @@ def _measure_inference_backend(spec: str, model: torch.nn.Module, backend: str, 
         from microdense.deploy.export import DEFAULT_OPSET, export_onnx
         from microdense.deploy.fold import fold_batchnorm
         if dev.type != "cpu":
-            raise ValueError("backend=onnxruntime is measured on the CPU only; use --device cpu")
+            raise ConfigError("backend=onnxruntime is measured on the CPU only; use --device cpu")
         folded, _ = fold_batchnorm(model)
         tmp = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False)
         tmp.close()
@@ -264,7 +266,7 @@ def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup
     from microdense.data.config import DataCfg
     from microdense.train.datamodule import ImageDataModule
     from microdense.train.config import OptimCfg, RunCfg
-    from microdense.train.quiet import silence_third_party_noise
+    from microdense.train.quiet import third_party_noise_silenced
     from microdense.train.system import ClassificationSystem
 
     class StepTimer(pl.Callback):
@@ -287,12 +289,13 @@ def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup
     run = RunCfg(epochs=1, channels_last=bool(options.get("channels_last")))
     system = ClassificationSystem(model, OptimCfg(), model.num_classes, steps_per_epoch=warmup + steps, run=run)
     timer = StepTimer()
-    silence_third_party_noise()
     precision = {"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(options.get("amp"), "32-true")  # as the bare step's
-    trainer = pl.Trainer(accelerator=dev.type, devices=1, max_steps=warmup + steps, precision=precision, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         limit_val_batches=0, callbacks=[timer], use_distributed_sampler=False)
-    trainer.fit(system, datamodule=datamodule)
+    with third_party_noise_silenced():
+        trainer = pl.Trainer(accelerator=dev.type, devices=1, max_steps=warmup + steps, precision=precision,
+                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+                             use_distributed_sampler=False)
+        trainer.fit(system, datamodule=datamodule)
     pipeline_img_s = steps * batch_size / timer.elapsed
     return {"pipeline_img_s": pipeline_img_s, "pipeline_overhead": bare_img_s / pipeline_img_s - 1}
 

@@ -45,6 +45,18 @@ def augment_batch(images: torch.Tensor, cfg: BatchAugmentCfg, generator: Optiona
     return images
 
 
+class Cutout(torch.nn.Module):
+    """`cutout` of one image, as a transform for the per-image (large-image) path: the same square as the batched
+    small-image path zeroes, from the worker's own random stream."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return cutout(image.unsqueeze(0), self.size)[0]
+
+
 def cutout(images: torch.Tensor, size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Zero one size x size square per (normalised) image, centred anywhere (DeVries & Taylor, 2017)."""
     n, _, h, w = images.shape

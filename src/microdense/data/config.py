@@ -2,6 +2,7 @@
 from dataclasses import dataclass
 from typing import Optional
 
+from microdense.errors import ConfigError
 from microdense.fields import check_fields, setting
 
 DATA_NAMES = ("synthetic", "cifar10", "cifar100", "imagefolder")
@@ -32,5 +33,5 @@ class DataCfg:
             try:
                 rand_augment_transform(self.randaugment, {})
             except Exception as e:  # timm asserts and indexes its way through the spec string
-                raise ValueError(f"DataCfg.randaugment: {self.randaugment!r} is not a timm RandAugment spec like "
+                raise ConfigError(f"DataCfg.randaugment: {self.randaugment!r} is not a timm RandAugment spec like "
                                  f"'rand-m9-mstd0.5' ({type(e).__name__}: {e})") from None

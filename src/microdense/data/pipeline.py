@@ -13,10 +13,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from microdense.data.augment import BatchAugmentCfg, augment_batch, cutout, normalize
+from microdense.data.augment import BatchAugmentCfg, Cutout, augment_batch, cutout, normalize
 from microdense.data.config import DataCfg
 from microdense.data.loader import ResumableDataLoader, ShardedSampler, batch_collate
 from microdense.data.sources import DataSource, FileImages, TensorImages, load_source
+from microdense.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class ImagePipeline:
     def _check_labels(self) -> None:
         found = max(int(split.labels.max()) + 1 for split in (self.source.train, self.source.val) if split is not None)
         if self.requested_classes is not None and self.requested_classes < found:
-            raise ValueError(f"num_classes {self.requested_classes} is smaller than the {found} classes found in "
+            raise ConfigError(f"num_classes {self.requested_classes} is smaller than the {found} classes found in "
                              f"the data; raise it to at least {found}, or leave it unset to use the data's count")
 
     @property
@@ -141,7 +142,7 @@ class ImagePipeline:
             ops = [v2.Resize(int(round(c.img_size / c.crop_pct)), antialias=True), v2.CenterCrop(c.img_size)]
         ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
         if train and c.cutout:
-            ops.append(v2.RandomErasing(p=1.0, scale=(0.02, 0.02), ratio=(1.0, 1.0), value=0))
+            ops.append(Cutout(c.cutout))  # the same square, in pixels, as the small-image path
         return v2.Compose(ops)
 
     def loader(self, train: bool, rank: int = 0, world: int = 1) -> DataLoader:

@@ -4,7 +4,7 @@ Decoding shows a progress bar on a terminal where this module's logger shows INF
 not --quiet).
 Small images (<= 64 px) are decoded once into one uint8 tensor (`TensorImages`); large ones stay
 files (`FileImages`) for per-image torchvision transforms. Every failure the user can fix is a
-`ValueError` (or, for a missing path, `FileNotFoundError`) naming the path and the fix.
+`DataError` (or, for a missing path, `FileNotFoundError`) naming the path and the fix.
 """
 import hashlib
 import logging
@@ -20,6 +20,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
 
 from microdense.data.synthetic import make_synthetic
+from microdense.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def data_fingerprint(name: str, source: DataSource, files: Optional[Sequence[str
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, held-out): `fraction` of every class, chosen by `seed`."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"val_split must lie between 0 and 1 (exclusive), got {fraction}")
+        raise ConfigError(f"val_split must lie between 0 and 1 (exclusive), got {fraction}")
     g = torch.Generator().manual_seed(seed)
     held: List[torch.Tensor] = []
     for c in labels.unique():
@@ -151,9 +152,9 @@ def _scan_folder(root: Path) -> Tuple[List[str], List[str], List[int]]:
     check_folder(root)
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
     if not classes:
-        raise ValueError(f"data folder {root} has no class sub-folders; expected {root}/<class>/<image>")
+        raise DataError(f"data folder {root} has no class sub-folders; expected {root}/<class>/<image>")
     if len(classes) == 1:
-        raise ValueError(f"data folder {root} has one class sub-folder ({classes[0]}); a classifier needs at least 2: "
+        raise DataError(f"data folder {root} has one class sub-folder ({classes[0]}); a classifier needs at least 2: "
                         f"{root}/<class>/<image>")
     paths, labels = [], []
     for label, cls in enumerate(classes):
@@ -163,7 +164,7 @@ def _scan_folder(root: Path) -> Tuple[List[str], List[str], List[int]]:
                     paths.append(os.path.join(dirpath, f))
                     labels.append(label)
     if not paths:
-        raise ValueError(f"data folder {root} holds no images (looked for {', '.join(IMG_EXTENSIONS)})")
+        raise DataError(f"data folder {root} holds no images (looked for {', '.join(IMG_EXTENSIONS)})")
     return classes, paths, labels
 
 
@@ -190,7 +191,7 @@ def _first_readable_size(paths: Sequence[str]) -> Tuple[int, int]:
         img = _decode_rgb(p)
         if img is not None:
             return tuple(img.shape[1:])
-    raise ValueError(f"none of the first images could be read, e.g. {paths[0]}; is this an image folder?")
+    raise DataError(f"none of the first images could be read, e.g. {paths[0]}; is this an image folder?")
 
 
 def _decode_all(paths: List[str], labels: List[int], size: Tuple[int, int], desc: str) -> TensorImages:
@@ -208,7 +209,7 @@ def _decode_all(paths: List[str], labels: List[int], size: Tuple[int, int], desc
     if bad:
         log.warning("skipped %d unreadable image(s), e.g. %s", len(bad), bad[0])
     if not ok.any():
-        raise ValueError(f"no readable images among {len(paths)} files, e.g. {paths[0]}")
+        raise DataError(f"no readable images among {len(paths)} files, e.g. {paths[0]}")
     return TensorImages(images[ok], torch.tensor(labels)[ok])
 
 
@@ -248,7 +249,7 @@ def _load_tree(root: Path, classes: Optional[List[str]], small: Optional[bool], 
                ) -> Tuple[Split, List[str], bool, List[str]]:
     found, paths, labels = _scan_folder(root)
     if classes is not None and found != classes:
-        raise ValueError(f"{root} has classes {found[:5]}... but the training split has {classes[:5]}...; "
+        raise DataError(f"{root} has classes {found[:5]}... but the training split has {classes[:5]}...; "
                         "the train and val folders must hold the same class folders")
     size = _first_readable_size(paths)
     if small is None:
@@ -287,10 +288,10 @@ def load_source(kind: str, data_dir: Optional[str], download: bool, val_split: O
         source = load_cifar(kind, data_dir or "data", download)
     elif kind == "imagefolder":
         if not data_dir:
-            raise ValueError("an imagefolder dataset needs data_dir: a root/<class>/<image> tree")
+            raise ConfigError("an imagefolder dataset needs data_dir: a root/<class>/<image> tree")
         source = load_imagefolder(data_dir)
     else:
-        raise ValueError(f"unknown dataset {kind!r}; choose synthetic, cifar10, cifar100 or imagefolder")
+        raise ConfigError(f"unknown dataset {kind!r}; choose synthetic, cifar10, cifar100 or imagefolder")
     if source.fingerprint is None:
         source = replace(source, fingerprint=data_fingerprint(kind, source))
     if val_split is None and source.val is None:

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from microdense.deploy.fold import FoldReport, fold_batchnorm
+from microdense.errors import ConfigError, WeightsError
 from microdense.io import atomic_path
 from microdense.train.saved_model import LoadedModel
 
@@ -103,13 +104,13 @@ def export_model_file(loaded: LoadedModel, out: os.PathLike, fmt: str, opset: in
     `tolerance`: the largest |logit difference| accepted.
 
     Raises:
-        ValueError: an unknown format, an unwritable destination, or an export that fails its check.
+        ConfigError: an unknown format or an unwritable destination. WeightsError: an export that fails its check.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out)
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise ValueError(f"cannot write {out}: {out.parent} is not a writable folder")
+        raise ConfigError(f"cannot write {out}: {out.parent} is not a writable folder")
     source = loaded.model.eval()
     folded, report = fold_batchnorm(source)
     x = check_inputs(loaded, check_images)
@@ -125,7 +126,7 @@ def export_model_file(loaded: LoadedModel, out: os.PathLike, fmt: str, opset: in
         diff = float((got - expected).abs().max())
         same_top1 = bool((got.argmax(1) == expected.argmax(1)).all())
         if not diff <= tolerance or not same_top1:
-            raise ValueError(f"the {fmt} export disagrees with the source model: max |logit difference| {diff:.2e} "
+            raise WeightsError(f"the {fmt} export disagrees with the source model: max |logit difference| {diff:.2e} "
                              f"(allowed {tolerance:.0e}), top-1 {'equal' if same_top1 else 'different'}; "
                              "nothing was written")
     return ExportResult(out, fmt, report, diff, len(x))

@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from microdense.deploy.export import METADATA_KEY, onnx_fixed_batch, onnx_session, run_onnx
+from microdense.errors import ConfigError, DataError, WeightsError
 from microdense.train.saved_model import load_model
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,10 @@ def _open_onnx(path: Path) -> Predictor:
     try:
         session = onnx_session(path)
     except Exception as e:  # onnxruntime raises its own exception types for unreadable files
-        raise ValueError(f"{path} is not a readable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        raise WeightsError(f"{path} is not a readable ONNX model ({str(e).splitlines()[0][:200]})") from None
     meta = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if meta is None:
-        raise ValueError(f"{path} has no microdense metadata (class names, input transform); export it with "
+        raise WeightsError(f"{path} has no microdense metadata (class names, input transform); export it with "
                          "microdense export")
     fixed = onnx_fixed_batch(session)
     return _from_metadata(json.loads(meta), lambda x: torch.from_numpy(run_onnx(session, x.numpy(), fixed)))
@@ -59,9 +60,9 @@ def _open_torchscript(path: Path) -> Predictor:
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as e:
-        raise ValueError(f"{path} is not a readable TorchScript file ({str(e).splitlines()[0][:200]})") from None
+        raise WeightsError(f"{path} is not a readable TorchScript file ({str(e).splitlines()[0][:200]})") from None
     if not extra[METADATA_KEY + ".json"]:
-        raise ValueError(f"{path} has no microdense metadata; export it with microdense export")
+        raise WeightsError(f"{path} has no microdense metadata; export it with microdense export")
     return _from_metadata(json.loads(extra[METADATA_KEY + ".json"]), module)
 
 
@@ -87,7 +88,7 @@ def collect_images(paths: Sequence[os.PathLike]) -> List[Path]:
         elif p.is_file():
             files.append(p)
         else:
-            raise ValueError(f"{p} does not exist")
+            raise DataError(f"{p} does not exist")
     return files
 
 
@@ -102,12 +103,12 @@ def predict(predictor: Predictor, files: Sequence[Path], topk: int = 5, batch_si
     the only file, which is an error.
 
     Raises:
-        ValueError: `topk` outside 1..classes, or a single file that is not a readable image.
+        ConfigError: `topk` outside 1..classes. DataError: a single file that is not a readable image.
     """
     from timm.data import create_transform
 
     if not 1 <= topk <= len(predictor.classes):
-        raise ValueError(f"topk {topk} must lie in 1..{len(predictor.classes)}, the model's number of classes")
+        raise ConfigError(f"topk {topk} must lie in 1..{len(predictor.classes)}, the model's number of classes")
     transform = create_transform(**predictor.data_config, is_training=False)
     for start in range(0, len(files), batch_size):
         kept, images = [], []
@@ -117,7 +118,7 @@ def predict(predictor: Predictor, files: Sequence[Path], topk: int = 5, batch_si
                 kept.append(path)
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
                 if len(files) == 1:
-                    raise ValueError(f"{path} is not an image that can be read ({type(e).__name__})") from None
+                    raise DataError(f"{path} is not an image that can be read ({type(e).__name__})") from None
                 on_skip(path, type(e).__name__)
         if not images:
             continue

@@ -10,16 +10,18 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from safetensors.torch import save_file
 
+from microdense.errors import ConfigError
 from microdense.io import atomic_path, atomic_write_text
 from microdense.models import create_model
 from microdense.models._pretrained import SUFFIX, release_metadata, weights_dir
 from microdense.train.config import read_values
 from microdense.train.report import read_metrics
+from microdense.train.run_folder import COMMAND_FILE, CONFIG_FILE, METRICS_FILE
 from microdense.train.saved_model import RunInfo, load_model
 
 __all__ = ["release_weights"]
@@ -34,10 +36,10 @@ SET_SETTINGS = ("optim.ema_decay", "optim.mixup", "optim.cutmix", "data.cutout",
                 "run.max_steps", "model.pretrained", "model.init_from")
 
 
-def _run_config(run_dir: Path) -> Dict[str, Any]:
+def run_config(run_dir: Path) -> Dict[str, Any]:
     """The run's config.yaml as nested values (either layout), read without re-checking it: a source it started from
     may be gone."""
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no config.yaml; release a run folder that microdense train wrote")
     return read_values(path, "config file")
@@ -47,21 +49,35 @@ def _check_registered_architecture(info: RunInfo, state: Dict[str, torch.Tensor]
     """Refuse a run whose network is not the one `timm.create_model(info.model)` builds: its release would not load."""
     extra = sorted(k for k in info.model_args if k not in TRAINING_ONLY_ARGS)
     if extra:
-        raise ValueError(f"{run_dir} was built with model arguments {extra} that the registered {info.model} does "
+        raise ConfigError(f"{run_dir} was built with model arguments {extra} that the registered {info.model} does "
                          "not have; only a network timm.create_model builds from its name can be released")
     with torch.device("meta"):
         reference = create_model(info.model, num_classes=len(info.classes)).state_dict()
     wrong = sorted(k for k in set(reference) | set(state)
                    if k not in reference or k not in state or reference[k].shape != state[k].shape)
     if wrong:
-        raise ValueError(f"{run_dir}'s weights do not fit the registered {info.model}: {', '.join(wrong[:5])}"
+        raise ConfigError(f"{run_dir}'s weights do not fit the registered {info.model}: {', '.join(wrong[:5])}"
                          f"{' ...' if len(wrong) > 5 else ''}")
 
 
-def _record(run_dir: Path, info: RunInfo, values: Dict[str, Any], command: str,
+def command_of(run_dir: Path, command: Optional[str]) -> str:
+    """The command that reproduces the run in `run_dir`: `command`, or the file RUN/command.
+
+    Raises:
+        ConfigError: neither gives one.
+    """
+    if command is None and (run_dir / COMMAND_FILE).is_file():
+        command = (run_dir / COMMAND_FILE).read_text()
+    if not command or not command.strip():
+        raise ConfigError(f"no command for {run_dir}'s release: give the command that reproduces the run, or write it "
+                          "to the file RUN/command")
+    return command.strip()
+
+
+def run_record(run_dir: Path, info: RunInfo, values: Dict[str, Any], command: str,
             data_note: Optional[str] = None) -> Dict[str, Any]:
     """What made the weights: the release header's `record`."""
-    rows = read_metrics(run_dir / "metrics.csv")
+    rows = read_metrics(run_dir / METRICS_FILE)
     run = values.get("run", {})
     data = dict(info.provenance.get("data") or {"name": values.get("data", {}).get("name")})
     data["val_split"] = values.get("data", {}).get("val_split")
@@ -95,8 +111,22 @@ def _percent(value: Optional[float]) -> str:
     return "not measured" if value is None else f"{100 * value:.2f}%"
 
 
-def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sha256: str) -> str:
-    """The Markdown card of release `name` (`model.tag`)."""
+def packaged_load(model: str) -> List[str]:
+    """The card's "Load" lines for a release in the package's weights folder."""
+    return [f'model = timm.create_model("{model}", pretrained=True)          # this release, offline',
+            f'model = timm.create_model("{model}", pretrained=True, num_classes=3)  # a new 3-way classifier']
+
+
+def hub_load(name: str) -> List[str]:
+    """The card's "Load" lines for a folder in the model hubs' layout, here or uploaded."""
+    return ['model = timm.create_model("local-dir:FOLDER", pretrained=True)   # this folder, where it lies',
+            f'model = timm.create_model("hf-hub:USER/{name}", pretrained=True)  # once uploaded to a model hub']
+
+
+def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sha256: str,
+               hub_folder: bool = False) -> str:
+    """The Markdown card of release `name`: `model.tag` in the package's weights folder, or with `hub_folder` the
+    name of a folder in the model hubs' layout (`microdense.deploy.hub`), which loads from its own path."""
     data = record["data"]
     per_class = data.get("per_class") or {}
     images = f"{data['images']:,} images" if data.get("images") is not None else "image count not recorded"
@@ -116,6 +146,7 @@ def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sh
     if record.get("dirty"):
         commit += " (with uncommitted changes)"
     c, h, w = info.input_size
+    checkpoint = name if not hub_folder else "FOLDER"
     lines = [
         f"# {name}",
         "",
@@ -124,7 +155,7 @@ def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sh
         "",
         "| | |",
         "| --- | --- |",
-        f"| file | `{name}{SUFFIX}`, SHA-256 `{sha256}` |",
+        f"| file | `{'model.safetensors' if hub_folder else name + SUFFIX}`, SHA-256 `{sha256}` |",
         f"| classes | {', '.join(info.classes)} |",
         f"| input | {c}x{h}x{w}, mean {_rounded(info.mean)}, std {_rounded(info.std)}, crop_pct {info.crop_pct} |",
         f"| data | {source}: {images} ({len(per_class) or len(info.classes)} classes){held}{fingerprint} |",
@@ -138,12 +169,12 @@ def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sh
         "",
         "```python",
         "import timm, microdense",
-        f'model = timm.create_model("{info.model}", pretrained=True)          # this release, offline',
-        f'model = timm.create_model("{info.model}", pretrained=True, num_classes=3)  # a new 3-way classifier',
+        *(hub_load(name) if hub_folder else packaged_load(info.model)),
         "```",
         "",
-        f"`microdense predict --checkpoint {name} IMAGES`, `microdense eval --checkpoint {name} ...{flip}`; "
-        f"fine-tune with `microdense train --model {info.model} --pretrained ...` or `--init-from {name}`.",
+        f"`microdense predict --checkpoint {checkpoint} IMAGES`, `microdense eval --checkpoint {checkpoint} "
+        f"...{flip}`; fine-tune with `microdense train --model {info.model} "
+        + ("--init-from FOLDER`." if hub_folder else f"--pretrained ...` or `--init-from {name}`."),
         "",
         "## The command that reproduces it",
         "",
@@ -152,8 +183,9 @@ def model_card(name: str, info: RunInfo, record: Dict[str, Any], params: int, sh
         "```",
         "",
         "Give it an `--out` folder of its own (a study skips the runs its folder already has rows for); "
-        f"`scripts/release-weights.sh RUN_FOLDER {name.split('.', 1)[1]} \"COMMAND\"` then releases the run folder "
-        "it made.",
+        + (f"`microdense export --checkpoint RUN_FOLDER --format hub --out {name}`" if hub_folder else
+           f"`scripts/release-weights.sh RUN_FOLDER {name.split('.', 1)[1]} \"COMMAND\"`")
+        + " then releases the run folder it made.",
         "",
     ]
     return "\n".join(lines)
@@ -172,19 +204,15 @@ def release_weights(run_dir: os.PathLike, tag: str, out_dir: Optional[os.PathLik
         data_note: what the data is, in words, for the card (its name, path and fingerprint are recorded anyway).
 
     Raises:
-        ValueError: a bad tag, no command, a run of another architecture than the registered one, or files that are
+        ConfigError: a bad tag, no command, a run of another architecture than the registered one, or files that are
             truncated or corrupt.
         FileNotFoundError, FileExistsError: the run folder lacks a file, or the release exists already.
     """
     run_dir = Path(run_dir)
     if not TAG_PATTERN.fullmatch(tag):
-        raise ValueError(f"release tag {tag!r} must be lower-case letters, digits, '_' and '-', e.g. cifar10")
-    if command is None and (run_dir / "command").is_file():
-        command = (run_dir / "command").read_text().strip()
-    if not command or not command.strip():
-        raise ValueError(f"no command for {run_dir}'s release: give the command that reproduces the run, or write it "
-                         "to the file RUN/command")
-    values = _run_config(run_dir)
+        raise ConfigError(f"release tag {tag!r} must be lower-case letters, digits, '_' and '-', e.g. cifar10")
+    command = command_of(run_dir, command)
+    values = run_config(run_dir)
     loaded = load_model(run_dir)
     info = loaded.info
     state = {k: (v.float() if v.is_floating_point() else v).contiguous()
@@ -196,7 +224,7 @@ def release_weights(run_dir: os.PathLike, tag: str, out_dir: Optional[os.PathLik
     for path in (weights, card):
         if path.exists():
             raise FileExistsError(f"{path} exists already; remove it to release {name} again")
-    record = _record(run_dir, info, values, command.strip(), data_note)
+    record = run_record(run_dir, info, values, command, data_note)
     metadata = release_metadata(info.model, tag, info.classes, info.mean, info.std, info.input_size, info.crop_pct,
                                 record)
     with atomic_path(weights) as tmp:

@@ -1,13 +1,12 @@
 """The features of a dense aggregation: concatenated with gradients a fast kernel can take, and normalised once.
 
-Concatenation: autograd hands each input of `torch.cat` a strided view of the output's gradient, which the
-convolution and batch-norm kernels that come next read far below their contiguous speed on CPU (the batch-norm
-backward of a 48-channel slice of tiny's 112-channel concatenation took 120 ms against 5 ms for the same tensor
-contiguous). `cat_channels` gives each input its gradient as a tensor of its own, in the input's memory format.
+Concatenation (`cat_channels`): autograd hands each input of `torch.cat` a strided view of the output's gradient,
+which the convolution and batch-norm kernels that come next read far below their contiguous speed on CPU (the
+batch-norm backward of a 48-channel slice of tiny's 112-channel concatenation took 120 ms against 5 ms for the same
+tensor contiguous). Here each input gets its gradient as a tensor of its own, in the input's memory format.
 
-Batch statistics, computed once per feature and shared by every BN that reads the feature.
-
-In a pre-activation dense aggregation every consumer of feature h_j (each later layer's bottleneck, the fusion)
+Batch statistics, once per feature (`normalize_once`, `scale_shift_act`): in a pre-activation dense aggregation every
+consumer of feature h_j (each later layer's bottleneck, the fusion)
 batch-normalises a concatenation that holds h_j's channels. In training mode a BN's statistics are per channel and a
 concatenation does not change a channel, so every consumer computes the same mean and variance for h_j; only its own
 scale and shift differ. So h_j is normalised once (`normalize_once`), and each consumer applies only its own scale,
@@ -22,21 +21,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from microdense.layers.fused import scale_shift_relu, takes
+from microdense.layers.fused import memory_format_of, scale_shift_relu, takes
 
 __all__ = ["cat_channels", "count_batch", "normalize_once", "scale_shift_act"]
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 class _CatChannels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *features: torch.Tensor) -> torch.Tensor:
         ctx.widths = [f.shape[1] for f in features]
-        ctx.formats = [_memory_format(f) for f in features]
+        ctx.formats = [memory_format_of(f) for f in features]
         return torch.cat(features, 1)
 
     @staticmethod

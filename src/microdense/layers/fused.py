@@ -1,8 +1,9 @@
 """The fused CPU kernel of a pre-activation consumer: scale, shift and ReLU in one pass each way.
 
-PyTorch's eager CPU operators make a consumer's BN-ReLU over a concatenation five memory passes forward and nine
-backward (cat, batch norm, ReLU, their backwards, the split of the gradient); `csrc/scale_shift_relu.cpp` does the
-consumer's part in one pass forward and one backward, reading the features where they lie. It is compiled on first
+PyTorch's eager CPU operators make a consumer's scale, shift and ReLU over a concatenation several memory passes each
+way (the concatenation, the affine, the ReLU, their backwards and the split of the gradient, each writing a tensor of
+its own); `csrc/scale_shift_relu.cpp` does it in one pass forward and one backward, reading the features where they
+lie. It is compiled on first
 use with the C++ compiler PyTorch's extensions use (`torch.utils.cpp_extension`, about 40 s on 2 cores, then cached
 in `TORCH_EXTENSIONS_DIR`); `scripts/setup.sh` builds it once. Where it cannot be built (no compiler), or for
 tensors it does not take (not on the CPU, not float32/float64, under `torch.compile`), `concat_norm` runs the same
@@ -17,7 +18,7 @@ from typing import Any, List, Optional
 
 import torch
 
-__all__ = ["fused_kernels", "scale_shift_relu", "takes"]
+__all__ = ["fused_kernels", "memory_format_of", "scale_shift_relu", "takes"]
 
 SOURCE = Path(__file__).parent / "csrc" / "scale_shift_relu.cpp"
 ENV_SWITCH = "MICRODENSE_FUSED_KERNELS"
@@ -46,15 +47,16 @@ def fused_kernels() -> Optional[Any]:
         logger.setLevel(level)
 
 
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a 4-D tensor laid out so (and not also plainly contiguous), else the contiguous format."""
+    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
 class _ScaleShiftReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scale: torch.Tensor, shift: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
-        fmt = _memory_format(features[0])
+        fmt = memory_format_of(features[0])
         features = tuple(f.contiguous(memory_format=fmt) for f in features)
         scale, shift = scale.contiguous(), shift.contiguous()
         ctx.save_for_backward(scale, shift, *features)

@@ -14,7 +14,7 @@ The module knows nothing of whole networks, so it can be dropped into any CNN.
 """
 import contextlib
 from dataclasses import dataclass
-from typing import Any, List
+from typing import List
 
 import torch
 import torch.nn as nn
@@ -22,10 +22,11 @@ import torch.utils.checkpoint
 from timm.layers import BatchNormAct2d, DropPath
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
+from microdense.errors import ConfigError
 from microdense.layers.concat_norm import cat_channels, count_batch, normalize_once, scale_shift_act
+from microdense.layers.recompute import frozen_bn_stats
 
-__all__ = ["MicroDenseBlockCfg", "MicroDenseBlock", "BlockChannels", "block_channels", "checkpoint_blocks",
-           "checkpoint_call"]
+__all__ = ["MicroDenseBlockCfg", "MicroDenseBlock", "BlockChannels", "block_channels"]
 
 PYRAMIDS = ("linear", "constant")
 CARDINALITIES = ("adaptive", "fixed", "none")
@@ -71,14 +72,14 @@ class BlockChannels:
 
 
 def _refuse(field: str, message: str) -> None:
-    raise ValueError(f"MicroDenseBlockCfg.{field}: {message}")
+    raise ConfigError(f"MicroDenseBlockCfg.{field}: {message}")
 
 
 def block_channels(cfg: MicroDenseBlockCfg) -> BlockChannels:
     """Validate `cfg` and derive every width of the block. Pure: no modules are built.
 
     Raises:
-        ValueError: one line naming the field and the numbers that break a rule.
+        ConfigError: one line naming the field and the numbers that break a rule.
     """
     for field, allowed in (("pyramid", PYRAMIDS), ("cardinality", CARDINALITIES), ("aggregation", AGGREGATIONS)):
         value = getattr(cfg, field)
@@ -111,8 +112,8 @@ def block_channels(cfg: MicroDenseBlockCfg) -> BlockChannels:
     return BlockChannels(widths=widths, in_widths=in_widths, groups=groups, fuse_width=fuse_width)
 
 
-class ConvNormAct(nn.Sequential):
-    """One conv with its BN-ReLU placed before (pre-activation) or after it.
+class ConvUnit(nn.Sequential):
+    """One conv with its BN-ReLU: BN-ReLU-Conv (pre-activation), or Conv-BN-ReLU (timm's `ConvNormAct` order).
 
     `act=False` drops the ReLU of a post-activation unit (the last unit of a residual branch).
     """
@@ -139,43 +140,6 @@ class ConvNormAct(nn.Sequential):
         nn.init.zeros_(self[1].weight)  # the conv (pre-act) or the BN after it (post-act)
 
 
-@torch.jit.unused
-def checkpoint_blocks(blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Run `blocks` (a Sequential of Sequentials, or of blocks) recomputing each block in backward.
-
-    Unlike timm's `checkpoint_seq`, the recomputation leaves BN running statistics alone, so a
-    checkpointed network ends a step with exactly the buffers of a plain one.
-    """
-    for stage in blocks:
-        for block in (stage if isinstance(stage, nn.Sequential) else [stage]):
-            x = checkpoint_call(block, x)
-    return x
-
-
-@torch.jit.unused
-def checkpoint_call(module: nn.Module, *args: Any) -> torch.Tensor:
-    """`module(*args)`, its activations recomputed in backward instead of stored, BN running statistics untouched
-    by the recomputation (and the RNG replayed, so dropout and drop-path draw the same masks)."""
-    return torch.utils.checkpoint.checkpoint(
-        module, *args, use_reentrant=False,
-        context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(module)))
-
-
-@contextlib.contextmanager
-def _frozen_bn_stats(module: nn.Module):
-    """Run BN layers in `module` without touching their running statistics (for recomputation)."""
-    saved = [(bn, bn.momentum, bn.num_batches_tracked.clone()) for bn in module.modules()
-             if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.track_running_stats]
-    for bn, _, _ in saved:
-        bn.momentum = 0.0  # running = 1 * running + 0 * batch: unchanged
-    try:
-        yield
-    finally:
-        for bn, momentum, tracked in saved:
-            bn.momentum = momentum
-            bn.num_batches_tracked.copy_(tracked)
-
-
 def _any_requires_grad(tensors: List[torch.Tensor]) -> bool:
     for t in tensors:
         if t.requires_grad:
@@ -183,8 +147,8 @@ def _any_requires_grad(tensors: List[torch.Tensor]) -> bool:
     return False
 
 
-class ConcatConvNormAct(ConvNormAct):
-    """A ConvNormAct over the channel concatenation of a list of features.
+class ConcatConvUnit(ConvUnit):
+    """A ConvUnit over the channel concatenation of a list of features.
 
     With `memory_efficient`, the concatenation and its BN-ReLU are recomputed in backward instead of
     stored (as torchvision's DenseNet does for its bottleneck), so the wide concatenated state and its
@@ -216,7 +180,7 @@ class ConcatConvNormAct(ConvNormAct):
         return torch.utils.checkpoint.checkpoint(
             lambda *fs: self._run(list(fs)), *features,
             use_reentrant=False,
-            context_fn=lambda: (contextlib.nullcontext(), _frozen_bn_stats(self)),
+            context_fn=lambda: (contextlib.nullcontext(), frozen_bn_stats(self)),
         )
 
     def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
@@ -241,8 +205,8 @@ class MicroDenseLayer(nn.Module):
 
     def __init__(self, in_chs: int, width: int, groups: int, preact: bool = True, memory_efficient: bool = False):
         super().__init__()
-        self.conv1 = ConcatConvNormAct(in_chs, width, 1, preact=preact, memory_efficient=memory_efficient)
-        self.conv2 = ConvNormAct(width, width, 3, groups=groups, preact=preact)
+        self.conv1 = ConcatConvUnit(in_chs, width, 1, preact=preact, memory_efficient=memory_efficient)
+        self.conv2 = ConvUnit(width, width, 3, groups=groups, preact=preact)
 
     def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
         return self.conv2(self.conv1(features))
@@ -277,10 +241,10 @@ class MicroDenseBlock(nn.Module):
         super().__init__()
         chans = block_channels(cfg)
         if stride not in (1, 2):
-            raise ValueError(f"MicroDenseBlock: stride must be 1 or 2, got {stride}")
+            raise ConfigError(f"MicroDenseBlock: stride must be 1 or 2, got {stride}")
         self.channels = chans
         w1 = cfg.base_width
-        self.entry = ConvNormAct(in_chs, w1, 1 if stride == 1 else 3, stride=stride, preact=cfg.preact)
+        self.entry = ConvUnit(in_chs, w1, 1 if stride == 1 else 3, stride=stride, preact=cfg.preact)
         self.layers = nn.ModuleList([
             MicroDenseLayer(c_in, w, g, preact=cfg.preact, memory_efficient=memory_efficient)
             for c_in, w, g in zip(chans.in_widths, chans.widths, chans.groups)
@@ -288,8 +252,8 @@ class MicroDenseBlock(nn.Module):
         self.concat = cfg.aggregation != "residual"
         self.has_shortcut = cfg.aggregation != "dense"
         # NOTE: post-activation blocks end like ResNet's: no ReLU inside the branch end, ReLU after the sum.
-        self.fuse = ConcatConvNormAct(chans.fuse_width, out_chs, 1, preact=cfg.preact, act=not self.has_shortcut,
-                                      memory_efficient=memory_efficient)
+        self.fuse = ConcatConvUnit(chans.fuse_width, out_chs, 1, preact=cfg.preact, act=not self.has_shortcut,
+                                   memory_efficient=memory_efficient)
         self.post_act = nn.ReLU(inplace=False) if not cfg.preact else nn.Identity()
         if not self.has_shortcut or (in_chs == out_chs and stride == 1):
             self.shortcut = nn.Identity()
@@ -303,6 +267,8 @@ class MicroDenseBlock(nn.Module):
         self.share_batch_stats = share_batch_stats and cfg.preact and self.concat
         self.drop_path = DropPath(drop_path) if drop_path > 0 and self.has_shortcut else nn.Identity()
         self.zero_init_residual = cfg.zero_init_residual and self.has_shortcut
+        # NOTE: a lone block starts as its shortcut; a network that re-initialises every conv afterwards (its
+        # `init_weights`, models/_common.py) calls zero_init_last() again, after its own initialisation.
         if self.zero_init_residual:
             self.zero_init_last()
 
@@ -312,7 +278,7 @@ class MicroDenseBlock(nn.Module):
 
     def set_memory_efficient(self, enable: bool = True) -> None:
         for m in self.modules():
-            if isinstance(m, ConcatConvNormAct):
+            if isinstance(m, ConcatConvUnit):
                 m.memory_efficient = enable
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["SubsampledConv2d", "needs_subsampling", "route_strided_pointwise"]
+__all__ = ["CHANNEL_MULTIPLE", "SubsampledConv2d", "needs_subsampling", "route_strided_pointwise"]
 
-SAFE_CHANNEL_MULTIPLE = 8
+# NOTE: channel counts that are multiples of 8 keep oneDNN and cuDNN on their vectorised paths and off the fault
+# above; every registered width is one (models scale widths to it), and a conv whose input is not is routed here.
+CHANNEL_MULTIPLE = 8
 
 
 class SubsampledConv2d(nn.Conv2d):
@@ -35,7 +37,7 @@ def needs_subsampling(conv: nn.Module) -> bool:
     """Whether `conv` is a strided, unpadded 1x1 convolution whose input width oneDNN's strided kernel mishandles."""
     return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride != (1, 1)
             and conv.padding == (0, 0) and conv.padding_mode == "zeros"
-            and conv.in_channels % SAFE_CHANNEL_MULTIPLE != 0)
+            and conv.in_channels % CHANNEL_MULTIPLE != 0)
 
 
 def route_strided_pointwise(model: nn.Module) -> int:
@@ -46,6 +48,5 @@ def route_strided_pointwise(model: nn.Module) -> int:
         safe = SubsampledConv2d(conv.in_channels, conv.out_channels, 1, conv.stride, 0, conv.dilation, conv.groups,
                                 bias=conv.bias is not None, device="meta")
         safe.weight, safe.bias = conv.weight, conv.bias
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, safe)
+        model.set_submodule(name, safe)
     return len(targets)

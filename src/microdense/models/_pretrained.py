@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 from safetensors import SafetensorError, safe_open
 from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, is_model, split_model_name_tag
 
+from microdense.errors import ConfigError, WeightsError
+
 __all__ = ["build_model_with_release", "generate_release_cfgs", "parse_release_name", "pretrained_overlay",
            "read_release", "release_metadata", "released", "require_release", "weights_dir"]
 
@@ -66,12 +68,12 @@ def require_release(model_name: str, tag: Optional[str] = None) -> Tuple[str, Pa
     """`released(model_name, tag)`, or the one-line error that says what to do instead.
 
     Raises:
-        ValueError: there is no such release.
+        ConfigError: there is no such release.
     """
     found = released(model_name, tag)
     if found is None:
         what = f"{model_name}.{tag}" if tag else model_name
-        raise ValueError(f"{what} has no released weights (no {what}{'' if tag else '.*'}{SUFFIX} in "
+        raise ConfigError(f"{what} has no released weights (no {what}{'' if tag else '.*'}{SUFFIX} in "
                          f"{weights_dir()}); train one with `microdense train` and load its run folder instead (in "
                          "timm: create_model('local-dir:RUN', pretrained=True))")
     return found
@@ -95,9 +97,8 @@ def release_metadata(architecture: str, tag: str, classes: Sequence[str], mean: 
     return dict(architecture=architecture, tag=tag, **{k: json.dumps(values[k]) for k in JSON_KEYS})
 
 
-def _corrupt(path: Path, reason: str) -> ValueError:
-    return ValueError(f"released weights {path} are truncated or corrupt ({reason}); restore the file from the "
-                      "package or release it again")
+# the fix for a release that cannot be read
+RESTORE = "restore the file from the package or release it again"
 
 
 def read_release(path: Any) -> Dict[str, Any]:
@@ -106,7 +107,7 @@ def read_release(path: Any) -> Dict[str, Any]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is truncated or corrupt, or is not a release (its header lacks the metadata).
+        WeightsError: the file is truncated or corrupt, or is not a release (its header lacks the metadata).
     """
     path = Path(path)
     if not path.is_file():
@@ -116,14 +117,14 @@ def read_release(path: Any) -> Dict[str, Any]:
         with safe_open(str(path), "pt") as f:
             raw = f.metadata() or {}
     except SafetensorError as e:
-        raise _corrupt(path, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        raise WeightsError.corrupt(f"released weights {path} are", e, RESTORE) from None
     missing = [k for k in METADATA_KEYS if k not in raw]
     if missing:
-        raise ValueError(f"{path} is not a microdense release: its header lacks {', '.join(missing)}")
+        raise WeightsError(f"{path} is not a microdense release: its header lacks {', '.join(missing)}")
     try:
         meta = {**{k: raw[k] for k in ("architecture", "tag")}, **{k: json.loads(raw[k]) for k in JSON_KEYS}}
     except json.JSONDecodeError as e:
-        raise _corrupt(path, f"metadata is not JSON: {e}") from None
+        raise WeightsError.corrupt(f"released weights {path} are", f"metadata is not JSON: {e}", RESTORE) from None
     return dict(meta, mean=tuple(meta["mean"]), std=tuple(meta["std"]), input_size=tuple(meta["input_size"]),
                 classes=list(meta["classes"]), num_classes=int(meta["num_classes"]), crop_pct=float(meta["crop_pct"]))
 
@@ -133,7 +134,7 @@ def pretrained_overlay(variant: str, pretrained: bool, tag: Optional[str] = None
     load and the data config it was trained with. Empty when not `pretrained`.
 
     Raises:
-        ValueError: `pretrained` and no release exists (one line, saying what to do instead), or the file is
+        ConfigError: `pretrained` and no release exists (one line, saying what to do instead). WeightsError: the file is
             truncated, corrupt or another architecture's.
     """
     if not pretrained:
@@ -141,7 +142,7 @@ def pretrained_overlay(variant: str, pretrained: bool, tag: Optional[str] = None
     tag, path = require_release(variant, tag)
     meta = read_release(path)
     if meta["architecture"] != variant:
-        raise ValueError(f"released weights {path} are {meta['architecture']}'s, not {variant}'s; rename or remove "
+        raise WeightsError(f"released weights {path} are {meta['architecture']}'s, not {variant}'s; rename or remove "
                          "the file")
     return dict(_data_cfg(path, meta), tag=tag)
 
@@ -182,7 +183,7 @@ def generate_release_cfgs(cfgs: Dict[str, Dict[str, Any]]) -> Any:
         if found:
             try:
                 cfg = {**cfg, **_data_cfg(found[1], read_release(found[1]))}
-            except ValueError:  # NOTE: a damaged file must not break `import microdense`; pretrained=True says why
+            except WeightsError:  # NOTE: a damaged file must not break `import microdense`; pretrained=True says why
                 cfg = {**cfg, "file": str(found[1])}
         marked[name] = cfg
     return generate_default_cfgs(marked)

@@ -7,6 +7,7 @@ import timm
 import torch.nn as nn
 from timm.models import is_model, model_entrypoint
 
+from microdense.errors import ArgumentError, ConfigError, MicrodenseError
 
 
 def list_models(pattern: str = "") -> List[str]:
@@ -22,7 +23,7 @@ def check_model_name(name: str) -> None:
     close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
     close = close or difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "run `microdense models` for the list."
-    raise ValueError(f"unknown model {name!r}; {hint}")
+    raise ConfigError(f"unknown model {name!r}; {hint}")
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -30,8 +31,13 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     check_model_name(name)
     try:
         return timm.create_model(name, **kwargs)
-    except (ValueError, TypeError) as e:  # a refused configuration, or an argument the model does not take
-        raise ValueError(f"cannot build {name}: {e}") from None
+    except MicrodenseError as e:  # a configuration the family refused: say which model
+        raise type(e)(f"cannot build {name}: {e}") from None
+    except TypeError as e:
+        # NOTE: Python's own words for a keyword the constructor does not take; any other TypeError is a bug
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise ArgumentError(f"cannot build {name}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ def width_knob(name: str) -> WidthKnob:
         net = create_model(name)
     knob = getattr(type(net), "width_knob", None)
     if knob is None:
-        raise ValueError(f"params_like: {name} ({type(net).__name__}) has no width knob; its family would declare "
+        raise ConfigError(f"params_like: {name} ({type(net).__name__}) has no width knob; its family would declare "
                          "one as its `width_knob`")
     return knob
 

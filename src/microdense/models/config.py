@@ -6,11 +6,12 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn as nn
 
+from microdense.errors import ConfigError
 from microdense.fields import check_fields, setting
 from microdense.models._pretrained import parse_release_name, require_release
 from microdense.models._registry import create_model
 
-__all__ = ["ModelCfg", "build_model", "model_args"]
+__all__ = ["ModelCfg", "build_model", "check_sources", "model_args"]
 
 
 @dataclass(frozen=True)
@@ -33,31 +34,41 @@ class ModelCfg:
     init_from: Optional[str] = None
 
     def __post_init__(self) -> None:
+        # NOTE: values only: a saved configuration stays readable when a file it names has moved since
+        # (`check_sources` looks for the weights when a run starts).
         check_fields(self)
         if "num_classes" in self.kwargs:
-            raise ValueError("ModelCfg.kwargs: num_classes is a field of its own; set model.num_classes")
+            raise ConfigError("ModelCfg.kwargs: num_classes is a field of its own; set model.num_classes")
         with torch.device("meta"):  # every argument checked by the model itself, at no cost in memory or time
             build_model(self, self.num_classes or 10, weights=False)
-        # NOTE: the weights are only found here, not read: they are loaded once, into the real model.
         if self.pretrained and self.init_from is not None:
-            raise ValueError("ModelCfg.init_from: pretrained is set too; start from one of them")
-        if self.pretrained:
-            _require_release("pretrained", self.name, None)
-        if self.init_from is not None:
-            named = parse_release_name(self.init_from)
-            if named is not None and not Path(self.init_from).exists():
-                _require_release("init_from", *named)
-            elif not self.init_from or not Path(self.init_from).exists():
-                raise FileNotFoundError(f"ModelCfg.init_from: {self.init_from!r} does not exist; give a run folder, "
-                                        "model.safetensors, a .ckpt or a released name such as "
-                                        "microdensenet_cifar_tiny.cifar10")
+            raise ConfigError("ModelCfg.init_from: pretrained is set too; start from one of them")
+
+
+def check_sources(cfg: ModelCfg) -> None:
+    """Find (not read) the weights a run starts from, `pretrained`'s release or `init_from`'s file, before the run
+    makes its folder: they are loaded once, into the real model.
+
+    Raises:
+        ConfigError: no such release. FileNotFoundError: no such file or folder.
+    """
+    if cfg.pretrained:
+        _require_release("pretrained", cfg.name, None)
+    if cfg.init_from is not None:
+        named = parse_release_name(cfg.init_from)
+        if named is not None and not Path(cfg.init_from).exists():
+            _require_release("init_from", *named)
+        elif not cfg.init_from or not Path(cfg.init_from).exists():
+            raise FileNotFoundError(f"ModelCfg.init_from: {cfg.init_from!r} does not exist; give a run folder, "
+                                    "model.safetensors, a .ckpt or a released name such as "
+                                    "microdensenet_cifar_tiny.cifar10")
 
 
 def _require_release(field: str, model: str, tag: Optional[str]) -> None:
     try:
         require_release(model, tag)
-    except ValueError as e:
-        raise ValueError(f"ModelCfg.{field}: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"ModelCfg.{field}: {e}") from None
 
 
 def model_args(cfg: ModelCfg, num_classes: int) -> Dict[str, Any]:

@@ -17,7 +17,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import BatchNormAct2d, ClassifierHead, make_divisible
 from timm.models import register_model
 
-from microdense.layers import MicroDenseBlock, MicroDenseBlockCfg, route_strided_pointwise
+from microdense.errors import ArgumentError, ConfigError
+from microdense.layers import CHANNEL_MULTIPLE, MicroDenseBlock, MicroDenseBlockCfg, route_strided_pointwise
 from microdense.models._common import build_stages, cifar_cfg, init_weights
 from microdense.models._pretrained import build_model_with_release, generate_release_cfgs
 from microdense.models._registry import WidthKnob
@@ -26,9 +27,6 @@ from microdense.models._staged import StagedNet
 __all__ = ["MicroDenseNet", "MicroDenseNetCfg", "MicroDenseStageCfg", "model_cfgs", "scale_widths"]
 
 STEM_TYPES = ("cifar", "deep", "7x7")
-# NOTE: channel counts that are multiples of 8 keep oneDNN and cuDNN on their vectorised paths (and off a oneDNN
-# fault, see layers/safe_conv.py); every registered width is one, and width_multiplier keeps it so.
-CHANNEL_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,7 @@ def scale_widths(cfg: MicroDenseNetCfg, multiplier: float) -> MicroDenseNetCfg:
     steps as the multiplier grows instead of jumping at every rounding of a narrow base width.
     """
     if not multiplier > 0:
-        raise ValueError(f"MicroDenseNet.width_multiplier: must be > 0, got {multiplier}")
+        raise ConfigError(f"MicroDenseNet.width_multiplier: must be > 0, got {multiplier}")
 
     def stage(s: MicroDenseStageCfg) -> MicroDenseStageCfg:
         step = math.lcm(CHANNEL_MULTIPLE, s.block.group_width if s.block.cardinality != "none" else 1)
@@ -134,7 +132,7 @@ def create_stem(in_chans: int, out_chs: int, stem_type: str) -> Tuple[nn.Module,
         ), 4
     if stem_type == "7x7":
         return nn.Sequential(_conv_bn_act(in_chans, out_chs, 7, 2), nn.MaxPool2d(3, 2, 1)), 4
-    raise ValueError(f"MicroDenseNetCfg.stem_type: unknown value {stem_type!r}; choose one of {STEM_TYPES}")
+    raise ConfigError(f"MicroDenseNetCfg.stem_type: unknown value {stem_type!r}; choose one of {STEM_TYPES}")
 
 
 class MicroDenseNet(StagedNet):
@@ -149,7 +147,8 @@ class MicroDenseNet(StagedNet):
         global_pool: timm pool type ('avg', 'max', ... or '' for none).
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
-        memory_efficient: recompute each layer's concat-BN-ReLU-1x1 in backward (less memory, more time).
+        memory_efficient: recompute every concat-BN-ReLU-1x1 in backward, each layer's bottleneck and the fusion's
+            (less memory, more time).
         share_batch_stats: compute each feature's batch statistics once for all its pre-activation consumers
             (the same function, less work; False is the reference path the tests compare it with).
         width_multiplier: scale every width (`scale_widths`), after the block overrides; None keeps `cfg`'s.
@@ -175,7 +174,7 @@ class MicroDenseNet(StagedNet):
         known = {f.name for f in fields(MicroDenseBlockCfg)}
         unknown = sorted(set(block_overrides) - known)
         if unknown:
-            raise TypeError(f"MicroDenseNet got unknown arguments {unknown}; block fields are {sorted(known)}")
+            raise ArgumentError(f"MicroDenseNet got unknown arguments {unknown}; block fields are {sorted(known)}")
         if block_overrides:
             cfg = replace(cfg, stages=tuple(replace(s, block=replace(s.block, **block_overrides)) for s in cfg.stages))
         if width_multiplier is not None:
@@ -184,9 +183,9 @@ class MicroDenseNet(StagedNet):
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
+        self.memory_efficient = memory_efficient  # what set_grad_checkpointing(False) returns the blocks to
 
         self.stem, reduction = create_stem(in_chans, cfg.stem_width, cfg.stem_type)
-        preact = cfg.stages[0].block.preact
 
         def make_block(stage_idx: int, in_chs: int, stride: int, drop_path: float) -> Tuple[nn.Module, int]:
             stage = cfg.stages[stage_idx]
@@ -197,19 +196,21 @@ class MicroDenseNet(StagedNet):
         self.stages, self.feature_info, in_chs = build_stages(
             cfg.stem_width, [s.depth for s in cfg.stages], make_block, drop_path_rate, stem_reduction=reduction)
         self.num_features = self.head_hidden_size = in_chs
-        # NOTE: pre-activation blocks leave their output un-normalised; the network adds the last BN-ReLU.
-        self.final_norm = BatchNormAct2d(in_chs) if preact else nn.Identity()
+        # NOTE: a pre-activation block leaves its output un-normalised, so after a last stage of them the network adds
+        # the last BN-ReLU; a post-activation block ends in its own ReLU.
+        self.final_norm = BatchNormAct2d(in_chs) if cfg.stages[-1].block.preact else nn.Identity()
         self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         init_weights(self, residual_blocks=(MicroDenseBlock,), zero_linear_bias=True)
         route_strided_pointwise(self)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute activations in backward: per block, and inside each block per layer bottleneck."""
+        """Recompute activations in backward: per block, and inside each block per layer bottleneck. Turning it off
+        leaves the bottlenecks as the constructor's `memory_efficient` set them."""
         super().set_grad_checkpointing(enable)
         for m in self.modules():
             if isinstance(m, MicroDenseBlock):
-                m.set_memory_efficient(enable)
+                m.set_memory_efficient(enable or self.memory_efficient)
 
 
 def _create_microdensenet(variant: str, pretrained: bool = False, **kwargs: Any) -> MicroDenseNet:

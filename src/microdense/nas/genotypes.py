@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Tuple
 
+from microdense.errors import ConfigError
+
 
 OPERATIONS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
               "dil_conv_3x3", "dil_conv_5x5")
@@ -48,29 +50,29 @@ def validate(genotype: Genotype) -> Genotype:
     for cell in ("normal", "reduce"):
         entries = getattr(genotype, cell)
         if len(entries) != 2 * STEPS:
-            raise ValueError(f"genotype {cell} cell has {len(entries)} entries; a DARTS cell needs {2 * STEPS} "
+            raise ConfigError(f"genotype {cell} cell has {len(entries)} entries; a DARTS cell needs {2 * STEPS} "
                             f"(two per node, {STEPS} nodes)")
         for i, entry in enumerate(entries):
             if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
-                raise ValueError(f"genotype {cell} entry {i} is {entry!r}; expected (operation, input)")
+                raise ConfigError(f"genotype {cell} entry {i} is {entry!r}; expected (operation, input)")
             op, src = entry
             if op not in OPERATIONS:
-                raise ValueError(f"genotype {cell} entry {i} {tuple(entry)!r}: unknown operation {op!r}; "
+                raise ConfigError(f"genotype {cell} entry {i} {tuple(entry)!r}: unknown operation {op!r}; "
                                 f"choose one of {', '.join(OPERATIONS)}")
             node = 2 + i // 2
             if not isinstance(src, int) or not 0 <= src < node:
-                raise ValueError(f"genotype {cell} entry {i} {tuple(entry)!r}: input {src!r} out of range; "
+                raise ConfigError(f"genotype {cell} entry {i} {tuple(entry)!r}: input {src!r} out of range; "
                                 f"node {node} may read states 0..{node - 1}")
         concat = getattr(genotype, f"{cell}_concat")
         if not concat or any(not isinstance(c, int) or not 0 <= c < 2 + STEPS for c in concat):
-            raise ValueError(f"genotype {cell}_concat {concat!r}: states must lie in 0..{1 + STEPS}")
+            raise ConfigError(f"genotype {cell}_concat {concat!r}: states must lie in 0..{1 + STEPS}")
     return genotype
 
 
 def _from_mapping(data: Dict[str, Any]) -> Genotype:
     missing = {"normal", "reduce"} - set(data)
     if missing:
-        raise ValueError(f"genotype is missing {sorted(missing)}; give normal, reduce (and optionally *_concat)")
+        raise ConfigError(f"genotype is missing {sorted(missing)}; give normal, reduce (and optionally *_concat)")
     default = list(range(2, 2 + STEPS))
     return Genotype(
         normal=[tuple(e) if isinstance(e, (list, tuple)) else e for e in data["normal"]],
@@ -94,15 +96,15 @@ def parse_genotype(text: str) -> Genotype:
         elif text.startswith("Genotype"):
             call = ast.parse(text, mode="eval").body
             if not isinstance(call, ast.Call):
-                raise ValueError("not a Genotype(...) call")
+                raise ConfigError("not a Genotype(...) call")
             data = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
         else:
-            raise ValueError(f"genotype {text[:60]!r} is not a known name ({', '.join(GENOTYPES)}), a JSON file, "
+            raise ConfigError(f"genotype {text[:60]!r} is not a known name ({', '.join(GENOTYPES)}), a JSON file, "
                             "JSON text or a Genotype(...) string")
     except (ValueError, SyntaxError) as e:
-        raise ValueError(f"genotype could not be read: {e}") from None
+        raise ConfigError(f"genotype could not be read: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError("genotype JSON must be an object with normal and reduce lists")
+        raise ConfigError("genotype JSON must be an object with normal and reduce lists")
     return validate(_from_mapping(data))
 
 

@@ -11,7 +11,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from microdense.deploy.hub import write_hub_folder
 from microdense.deploy.release import release_weights
+from microdense.errors import ConfigError
 from microdense.study.results import RESULTS_FILE, read_rows
 from microdense.study.runner import STUDY_FILE
 
@@ -22,7 +24,7 @@ __all__ = ["BestSeed", "best_seeds", "release_best_seeds"]
 class BestSeed:
     label: str
     row: Dict[str, Any]  # the chosen run's row
-    others: Dict[int, float]  # seed -> val top-1 of the runs it was chosen over
+    others: Dict[int, float]  # seed -> val top-1 of the runs it was chosen over (diverged runs are not among them)
     run_dir: Path
 
 
@@ -31,7 +33,7 @@ def best_seeds(folder: Path, labels: Optional[Sequence[str]] = None) -> List[Bes
 
     Raises:
         FileNotFoundError: `folder` holds no study (study.yaml) or no results.
-        ValueError: an entry is unknown, or not every seed of it has finished.
+        ConfigError: an entry is unknown, or not every seed of it has finished.
     """
     if not (folder / STUDY_FILE).is_file():
         raise FileNotFoundError(f"{folder} holds no {STUDY_FILE}; give the folder `microdense study run --out` wrote")
@@ -40,29 +42,40 @@ def best_seeds(folder: Path, labels: Optional[Sequence[str]] = None) -> List[Bes
     known = [e["label"] for e in study.get("entries", [])]
     unknown = sorted(set(labels or ()) - set(known))
     if unknown:
-        raise ValueError(f"no entry {', '.join(unknown)} in {folder / STUDY_FILE}; its entries are {', '.join(known)}")
+        raise ConfigError(f"no entry {', '.join(unknown)} in {folder / STUDY_FILE}; its entries are {', '.join(known)}")
     rows = read_rows(folder / RESULTS_FILE)
     chosen = []
     for label in labels or known:
         done = {r["seed"]: r for r in rows if r["entry"] == label}
         missing = [s for s in seeds if s not in done]
         if missing:
-            raise ValueError(f"{label}: seed(s) {', '.join(map(str, missing))} of {seeds} have not finished; a best "
+            raise ConfigError(f"{label}: seed(s) {', '.join(map(str, missing))} of {seeds} have not finished; a best "
                              "seed is chosen once, after every seed has (`microdense study run` finishes them)")
+        finite = [s for s in seeds if not done[s].get("diverged")]  # a diverged run has no accuracy to choose by
+        if not finite:
+            raise ConfigError(f"{label}: every seed diverged ({', '.join(map(str, seeds))}); there are no weights to "
+                              "release")
         # NOTE: ties go to the lower seed, so the choice does not depend on the order rows landed in.
-        best = max(seeds, key=lambda s: (done[s]["val_top1"], -s))
-        chosen.append(BestSeed(label, done[best], {s: done[s]["val_top1"] for s in seeds if s != best},
+        best = max(finite, key=lambda s: (done[s]["val_top1"], -s))
+        chosen.append(BestSeed(label, done[best], {s: done[s]["val_top1"] for s in finite if s != best},
                                folder / "runs" / done[best]["run"]))
     return chosen
 
 
 def release_best_seeds(folder: Path, tag: str, labels: Optional[Sequence[str]] = None,
-                       out_dir: Optional[Path] = None, data_note: Optional[str] = None) -> List[Tuple[BestSeed, Path]]:
+                       out_dir: Optional[Path] = None, data_note: Optional[str] = None,
+                       hub: bool = False) -> List[Tuple[BestSeed, Path]]:
     """Release the best seed of each entry as `<model>.<tag>` (into `out_dir`, default the package's weights); returns
-    each choice with the weights file it wrote.
+    each choice with the weights file it wrote. With `hub`, each is the folder `out_dir/<model>.<tag>` in the model
+    hubs' layout instead (`microdense.deploy.hub`).
 
     Every entry's seeds are checked before anything is written, so an unfinished entry releases nothing.
     """
     chosen = best_seeds(folder, labels)
+    if hub:
+        if out_dir is None:
+            raise ConfigError("a release in the hub layout needs an out_dir to hold its folders")
+        return [(c, write_hub_folder(str(c.run_dir), Path(out_dir) / f"{c.row['model']}.{tag}",
+                                     command=c.row.get("command"), data_note=data_note)) for c in chosen]
     return [(c, release_weights(c.run_dir, tag, out_dir=out_dir, command=c.row.get("command"), data_note=data_note))
             for c in chosen]

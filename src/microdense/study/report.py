@@ -6,6 +6,7 @@ and training minutes. The plot draws top-1 against parameters and against traini
 seeds; for runs of two epochs or more, curves.png draws every run's val top-1 epoch by epoch, so a ranking that
 flips during training shows.
 """
+import dataclasses
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from microdense.plots import pyplot, save_png
 from microdense.study.results import RESULTS_FILE, read_rows
 from microdense.study.runner import STUDY_FILE
 from microdense.train.report import read_metrics
+from microdense.train.run_folder import METRICS_FILE
 
 
 @dataclass
@@ -26,12 +28,13 @@ class EntrySummary:
     model: str
     params: int
     macs: int
-    runs: int
-    seeds: List[int]
-    val: List[float]  # val top-1 of each run, percent
+    runs: int  # finished runs, each with an accuracy
+    seeds: List[int]  # their seeds
+    val: List[float]  # val top-1 of each finished run, percent
     test: List[float]  # test top-1 of each run that was tested, percent
     img_s: float
     train_minutes: float
+    diverged: List[int] = dataclasses.field(default_factory=list)  # seeds whose runs diverged: no accuracy
 
 
 @dataclass
@@ -63,15 +66,17 @@ def summarise(rows: List[Dict[str, Any]], order: Sequence[str]) -> List[EntrySum
             labels.append(r["entry"])
     out = []
     for label in labels:
-        group = sorted((r for r in rows if r["entry"] == label), key=lambda r: r["seed"])
+        everyone = sorted((r for r in rows if r["entry"] == label), key=lambda r: r["seed"])
+        group = [r for r in everyone if not r.get("diverged")]  # a finished run always validated its final weights
+        sized = (group or everyone)[0]
         out.append(EntrySummary(
-            label=label, model=group[0]["model"], params=group[0]["params"], macs=group[0]["macs"], runs=len(group),
-            seeds=[r["seed"] for r in group],
-            val=[100 * r["val_top1"] for r in group],  # a finished run always validated its final weights
+            label=label, model=sized["model"], params=sized["params"], macs=sized.get("macs"), runs=len(group),
+            seeds=[r["seed"] for r in group], val=[100 * r["val_top1"] for r in group],
             test=[100 * r["test_top1"] for r in group if r.get("test_top1") is not None],
             img_s=statistics.fmean(r["img_s"] for r in group if r.get("img_s")) if any(
                 r.get("img_s") for r in group) else 0.0,
-            train_minutes=statistics.fmean(r["train_seconds"] for r in group) / 60))
+            train_minutes=statistics.fmean(r["train_seconds"] for r in group) / 60 if group else 0.0,
+            diverged=[r["seed"] for r in everyone if r.get("diverged")]))
     return out
 
 
@@ -99,9 +104,17 @@ def _columns(has_test: bool) -> List[str]:
     return cols + ["img/s", "train min"]
 
 
+def _by_seed(s: EntrySummary) -> str:
+    """Each run's val top-1 in seed order, a diverged run named as such."""
+    by_seed = {**dict(zip(s.seeds, (f"{v:.2f}" for v in s.val))), **{seed: "diverged" for seed in s.diverged}}
+    return " / ".join(by_seed[seed] for seed in sorted(by_seed)) or "-"
+
+
 def _cells(s: EntrySummary, ref: Optional[EntrySummary], has_test: bool) -> List[str]:
-    cells = [s.label, s.model, f"{s.params / 1e6:.3f}M", f"{s.macs / 1e6:.1f}M", str(s.runs), _pm(s.val),
-             " / ".join(f"{v:.2f}" for v in s.val) or "-", _delta(s, ref, "val"), _paired(s, ref)]
+    runs = str(s.runs) + (f" (+{len(s.diverged)} diverged)" if s.diverged else "")
+    macs = "-" if s.macs is None else f"{s.macs / 1e6:.1f}M"
+    cells = [s.label, s.model, f"{s.params / 1e6:.3f}M", macs, runs, _pm(s.val), _by_seed(s), _delta(s, ref, "val"),
+             _paired(s, ref)]
     if has_test:
         cells += [_pm(s.test), _delta(s, ref, "test")]
     return cells + [f"{s.img_s:.0f}", f"{s.train_minutes:.1f}"]
@@ -158,13 +171,13 @@ def epoch_curves(folder: Path, rows: List[Dict[str, Any]]) -> Dict[str, List[tup
     curves = {}
     for r in rows:
         points = [(float(m["epoch"]), 100 * float(m["val_top1"]))
-                  for m in read_metrics(folder / "runs" / r["run"] / "metrics.csv") if m.get("val_top1")]
+                  for m in read_metrics(folder / "runs" / r["run"] / METRICS_FILE) if m.get("val_top1")]
         if len(points) >= 2:
             curves[r["run"]] = points
     return curves
 
 
-def plot_curves(path: Path, rows: List[Dict[str, Any]], curves: Dict[str, List[tuple]], order: Sequence[str],
+def plot_study_curves(path: Path, rows: List[Dict[str, Any]], curves: Dict[str, List[tuple]], order: Sequence[str],
                 title: str) -> None:
     """Val top-1 against epochs, one line per run: a colour per entry (in `order`, which holds every entry of
     `rows`), a line style per seed."""
@@ -289,5 +302,5 @@ def write_report(folder: Path) -> Report:
     atomic_write_text(markdown, "\n".join(lines))
     plot_report(plot, summaries, f"{name}: {budget_text}, mean ± std over seeds")
     if curves_png:
-        plot_curves(curves_png, rows, curves, [s.label for s in summaries], f"{name}: val top-1 per epoch")
+        plot_study_curves(curves_png, rows, curves, [s.label for s in summaries], f"{name}: val top-1 per epoch")
     return Report(markdown=markdown, plot=plot, table=table, curves=curves_png)

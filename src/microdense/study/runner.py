@@ -22,14 +22,17 @@ import yaml
 
 from microdense.data.config import DataCfg
 from microdense.data.sources import class_count
+from microdense.errors import ConfigError, MicrodenseError, TrainingDiverged
 from microdense.io import atomic_write_text
 from microdense.models import check_model_name
-from microdense.provenance import code_state, source_root
+from microdense.models.config import check_sources
+from microdense.provenance import code_state, provenance, source_root
 from microdense.study.results import RESULTS_FILE, append_row, read_rows
 from microdense.study.spec import Entry, PlannedRun, Study, plan, run_config
 from microdense.study.width import match_params, param_count
-from microdense.train.config import TrainConfig, resolve_config
-from microdense.train.run import CONFIG_FILE, train
+from microdense.train.config import TrainConfig, peak_lr, resolve_config
+from microdense.train.run import train
+from microdense.train.run_folder import CONFIG_FILE, last_checkpoint
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.yaml"
@@ -72,7 +75,7 @@ def resolve_entries(study: Study, num_classes: int) -> Dict[str, ResolvedEntry]:
     while pending:  # an entry may be params_like another params_like entry: resolve in dependency order
         ready = [e for e in pending if e.params_like is None or e.params_like in resolved]
         if not ready:
-            raise ValueError(f"study {study.name}: params_like forms a cycle among {[e.label for e in pending]}")
+            raise ConfigError(f"study {study.name}: params_like forms a cycle among {[e.label for e in pending]}")
         for e in ready:
             kwargs = {**e.kwargs, "num_classes": num_classes}
             if e.params_like is None:
@@ -80,8 +83,9 @@ def resolve_entries(study: Study, num_classes: int) -> Dict[str, ResolvedEntry]:
             else:
                 try:
                     match = match_params(e.model, kwargs, resolved[e.params_like].params)
-                except ValueError as err:
-                    raise ValueError(f"study {study.name}, entry {e.label!r} ({e.params_like!r}'s size): {err}") from None
+                except MicrodenseError as err:
+                    raise ConfigError(f"study {study.name}, entry {e.label!r} ({e.params_like!r}'s size): "
+                                      f"{err}") from None
                 kwargs, params = match.kwargs, match.params
             kwargs.pop("num_classes")
             resolved[e.label] = ResolvedEntry(e, kwargs, params)
@@ -95,6 +99,11 @@ def fingerprint(cfg: TrainConfig) -> str:
     for name in PLACE_FIELDS:
         section, field = name.split(".")
         values[section].pop(field)
+    # NOTE: the learning rate as one device takes it: a rate stated per reference batch (lr_base_size) and the same
+    # rate stated for the run's batch are one run (how many devices scale it is where the run happens)
+    for field in ("lr_base_size", "lr_scale"):
+        values["optim"].pop(field)
+    values["optim"]["lr"] = peak_lr(cfg.optim, cfg.data.batch_size)
     return hashlib.sha256(yaml.safe_dump(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -152,36 +161,46 @@ def _claim(run_dir: Path) -> Optional[int]:
 
 
 def _check_folder(run: PlannedRun, run_dir: Path, cfg: TrainConfig) -> None:
-    if (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / CONFIG_FILE).exists():
+    if last_checkpoint(run_dir).exists() and (run_dir / CONFIG_FILE).exists():
         if not _saved_config_is(run_dir, cfg):
-            raise ValueError(f"{run_dir} was started with another configuration than the study now gives run "
+            raise ConfigError(f"{run_dir} was started with another configuration than the study now gives run "
                              f"{run.name}; move that folder away, or run the study into another --out")
 
 
 def _train_run(study: Study, r: PlannedRun, entry: ResolvedEntry, cfg: TrainConfig, test_dir: Optional[str],
                progress: bool, command: Optional[str]) -> Dict[str, Any]:
-    """Train (or resume) one run of the study through `microdense train`'s code path; returns its results row."""
+    """Train (or resume) one run of the study through `microdense train`'s code path; returns its results row. A run
+    that diverges gets a row too, which records where and how, and no accuracy."""
     run_dir = Path(cfg.run.out)
-    resume = (run_dir / "checkpoints" / "last.ckpt").exists()
+    resume = last_checkpoint(run_dir).exists()
     if not resume and run_dir.exists():
         log.warning("%s has no checkpoint to resume from; set aside as %s", run_dir, _set_aside(run_dir))
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, resume=resume))
-    result = train(cfg, progress=progress)
     row: Dict[str, Any] = dict(
         study=study.name, entry=r.entry.label, model=r.entry.model, kwargs=entry.kwargs, overrides=r.entry.overrides,
-        params_like=r.entry.params_like, params=result.params, macs=result.macs, seed=r.seed, budget=study.budget,
-        recipe=study.recipe, epochs=round(result.epochs, 4), steps=result.steps,
-        train_seconds=round(result.train_seconds, 2), seconds=round(result.seconds, 2),
-        resumed_at_step=result.resumed_at_step,  # then `seconds` is the last process's wall time only
-        img_s=None if result.train_img_s is None else round(result.train_img_s, 2),
-        val_top1=result.val_top1, val_top5=result.val_top5, val_loss=result.val_loss)
-    if test_dir is not None:
-        from microdense.train.evaluate import evaluate
-        test = evaluate(str(run_dir), DataCfg(name="imagefolder", root=test_dir, batch_size=256,
-                                              workers=cfg.data.workers), accelerator=cfg.run.accelerator)
-        row.update(test_top1=test.top1, test_top5=test.top5, test_images=test.images)
-    row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.run.precision, provenance=result.provenance,
-               command=command, finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+        params_like=r.entry.params_like, seed=r.seed, budget=study.budget, recipe=study.recipe)
+    try:
+        result = train(cfg, progress=progress)
+    except TrainingDiverged as e:
+        log.warning("study %s: %s diverged: %s", study.name, r.name, e)
+        row.update(params=entry.params, macs=None, val_top1=None, val_top5=None, val_loss=None,
+                   diverged=dict(step=e.step, loss=str(e.loss), lr=e.lr, message=str(e)))
+        result = None
+    if result is not None:
+        row.update(
+            params=result.params, macs=result.macs, epochs=round(result.epochs, 4), steps=result.steps,
+            train_seconds=round(result.train_seconds, 2), seconds=round(result.seconds, 2),
+            resumed_at_step=result.resumed_at_step,  # then `seconds` is the last process's wall time only
+            img_s=None if result.train_img_s is None else round(result.train_img_s, 2),
+            val_top1=result.val_top1, val_top5=result.val_top5, val_loss=result.val_loss)
+        if test_dir is not None:
+            from microdense.train.evaluate import evaluate
+            test = evaluate(str(run_dir), DataCfg(name="imagefolder", root=test_dir, batch_size=256,
+                                                  workers=cfg.data.workers), accelerator=cfg.run.accelerator)
+            row.update(test_top1=test.top1, test_top5=test.top5, test_images=test.images)
+    row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.run.precision,
+               provenance=result.provenance if result is not None else provenance(), command=command,
+               finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     return row
 
 
@@ -195,12 +214,14 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
     the rows. `announce` gets one progress line per run.
     """
     if not allow_dirty and code_state()["dirty"]:
-        raise ValueError(f"the microdense sources at {source_root()} have uncommitted changes, so no commit would "
+        raise ConfigError(f"the microdense sources at {source_root()} have uncommitted changes, so no commit would "
                          "repeat this study's rows; commit them, or allow it (allow_dirty) and the rows say so")
     entries = resolve_entries(study, _data_classes(study))
     runs = plan(study)
     configs = {r.name: run_config(study, entries[r.entry.label].kwargs, r.entry, r.seed, out / "runs" / r.name)
                for r in runs}
+    for cfg in configs.values():  # the weights any run starts from, found before the first run
+        check_sources(cfg.model)
     if test_dir is not None and not Path(test_dir).is_dir():
         raise FileNotFoundError(f"test folder {test_dir} does not exist; give an ImageFolder tree to --test-dir")
     results = out / RESULTS_FILE
@@ -208,7 +229,7 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
     for r in runs:
         row = done.get(r.name)
         if row is not None and not _made_under(row, out / "runs" / r.name, configs[r.name]):
-            raise ValueError(f"{results} holds run {r.name} from another configuration of the study; run the study "
+            raise ConfigError(f"{results} holds run {r.name} from another configuration of the study; run the study "
                              "into another --out")
     index, count = shard
     shard_lock = _lock(out / f".shard-{index}-of-{count}.lock")
@@ -236,13 +257,14 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
             if lock is None:
                 announce(f"study {study.name}: {r.name} is running in another process; left to it")
                 continue
-            if any(row.get("run") == r.name for row in read_rows(results)):  # a twin finished it since we planned
-                os.close(lock)
-                announce(f"study {study.name}: {r.name} was finished by another process")
-                continue
-            append_row(results, _train_run(study, r, entries[r.entry.label], configs[r.name], test_dir, progress,
-                                           command))
-            os.close(lock)
+            try:
+                if any(row.get("run") == r.name for row in read_rows(results)):  # a twin finished it since we planned
+                    announce(f"study {study.name}: {r.name} was finished by another process")
+                    continue
+                append_row(results, _train_run(study, r, entries[r.entry.label], configs[r.name], test_dir,
+                                               progress, command))
+            finally:
+                os.close(lock)  # however the run ended: a failed run must not hold its lock until the process ends
             finished += 1
         return StudyRun(ran=finished, skipped=len(mine) - len(todo), planned=len(runs))
     finally:

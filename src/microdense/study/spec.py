@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from microdense.errors import ConfigError
 from microdense.train.config import TrainConfig, merge, nest, resolve_config
 
 STUDY_FIELDS = ("name", "description", "claim", "data", "recipe", "overrides", "budget", "seeds", "reference", "entries")
@@ -94,35 +95,35 @@ def packaged_studies() -> Dict[str, Path]:
 def _unknown(where: str, given: Dict[str, Any], allowed: Tuple[str, ...]) -> None:
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise ValueError(f"{where} has unknown field(s) {unknown}; fields are {', '.join(allowed)}")
+        raise ConfigError(f"{where} has unknown field(s) {unknown}; fields are {', '.join(allowed)}")
 
 
 def _overrides(raw: Any, where: str) -> Dict[str, Any]:
     """Training fields a study (or one entry) sets, as nested sections: known fields (the flat layout's names read
     too), none of those the study owns."""
     if not isinstance(raw or {}, dict):
-        raise ValueError(f"{where} must be a mapping of training fields, got {raw!r}")
+        raise ConfigError(f"{where} must be a mapping of training fields, got {raw!r}")
     overrides = nest(dict(raw or {}), where, legacy=True)
     names = [key for key, value in overrides.items() if not isinstance(value, dict)]
     names += [f"{section}.{name}" for section, fields in overrides.items() if isinstance(fields, dict)
               for name in fields]
     owned = sorted(n for n in names if n in RUN_FIELDS or n.startswith("data."))
     if owned:
-        raise ValueError(f"{where} may not set {owned}: the study sets them (entries, seeds, budget, recipe, data)")
+        raise ConfigError(f"{where} may not set {owned}: the study sets them (entries, seeds, budget, recipe, data)")
     return overrides
 
 
 def _entries(raw: Any, where: str) -> Tuple[Entry, ...]:
     if not isinstance(raw, list) or not raw:
-        raise ValueError(f"{where}: entries must be a non-empty list of {{model, kwargs, label, params_like}}")
+        raise ConfigError(f"{where}: entries must be a non-empty list of {{model, kwargs, label, params_like}}")
     entries = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict) or "model" not in item:
-            raise ValueError(f"{where}: entry {i + 1} needs at least a model, got {item!r}")
+            raise ConfigError(f"{where}: entry {i + 1} needs at least a model, got {item!r}")
         _unknown(f"{where}: entry {i + 1}", item, ENTRY_FIELDS)
         kwargs = item.get("kwargs") or {}
         if not isinstance(kwargs, dict):
-            raise ValueError(f"{where}: entry {i + 1}'s kwargs must be a mapping, got {kwargs!r}")
+            raise ConfigError(f"{where}: entry {i + 1}'s kwargs must be a mapping, got {kwargs!r}")
         overrides = _overrides(item.get("overrides"), f"{where}: entry {i + 1}'s overrides")
         entries.append(Entry(str(item.get("label") or item["model"]), str(item["model"]), dict(kwargs),
                              item.get("params_like"), overrides))
@@ -130,36 +131,36 @@ def _entries(raw: Any, where: str) -> Tuple[Entry, ...]:
     slugs = [slug(label) for label in labels]
     if len(set(slugs)) != len(slugs):
         dup = sorted({label for label, s in zip(labels, slugs) if slugs.count(s) > 1})
-        raise ValueError(f"{where}: labels {dup} are not distinct (run folders are named after them); relabel them")
+        raise ConfigError(f"{where}: labels {dup} are not distinct (run folders are named after them); relabel them")
     for e in entries:
         if e.params_like is not None and e.params_like not in labels:
-            raise ValueError(f"{where}: entry {e.label!r} has params_like {e.params_like!r}, which is no entry's "
+            raise ConfigError(f"{where}: entry {e.label!r} has params_like {e.params_like!r}, which is no entry's "
                              f"label; labels are {', '.join(labels)}")
         if e.params_like == e.label:
-            raise ValueError(f"{where}: entry {e.label!r} has params_like itself")
+            raise ConfigError(f"{where}: entry {e.label!r} has params_like itself")
     return tuple(entries)
 
 
 def parse_study(raw: Any, name: str, where: str) -> Study:
     """A Study from a parsed YAML mapping; every field's shape is checked here, the models in `check_study`."""
     if not isinstance(raw, dict):
-        raise ValueError(f"{where} must hold a mapping of study fields ({', '.join(STUDY_FIELDS)})")
+        raise ConfigError(f"{where} must hold a mapping of study fields ({', '.join(STUDY_FIELDS)})")
     _unknown(where, raw, STUDY_FIELDS)
     budget = raw.get("budget")
     if not isinstance(budget, dict) or len(budget) != 1 or next(iter(budget)) not in BUDGETS:
-        raise ValueError(f"{where}: budget must set exactly one of {', '.join(BUDGETS)}, e.g. {{epochs: 10}}; "
+        raise ConfigError(f"{where}: budget must set exactly one of {', '.join(BUDGETS)}, e.g. {{epochs: 10}}; "
                          f"got {budget!r}")
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds) \
             or len(set(seeds)) != len(seeds):
-        raise ValueError(f"{where}: seeds must be a list of distinct whole numbers >= 0, got {seeds!r}")
+        raise ConfigError(f"{where}: seeds must be a list of distinct whole numbers >= 0, got {seeds!r}")
     if not isinstance(raw.get("data") or {}, dict):
-        raise ValueError(f"{where}: data must be a mapping, got {raw['data']!r}")
+        raise ConfigError(f"{where}: data must be a mapping, got {raw['data']!r}")
     overrides = _overrides(raw.get("overrides"), f"{where}: overrides")
     entries = _entries(raw.get("entries"), where)
     reference = raw.get("reference", entries[0].label)
     if reference not in [e.label for e in entries]:
-        raise ValueError(f"{where}: reference {reference!r} is no entry's label; labels are "
+        raise ConfigError(f"{where}: reference {reference!r} is no entry's label; labels are "
                          f"{', '.join(e.label for e in entries)}")
     return Study(name=str(raw.get("name", name)), claim=str(raw.get("claim", "")), data=dict(raw.get("data") or {}),
                  recipe=str(raw.get("recipe", TrainConfig.recipe)), overrides=overrides, budget=dict(budget),
@@ -173,13 +174,13 @@ def load_study(study: str) -> Study:
     path = Path(study)
     if not path.is_file():
         if study not in packaged:
-            raise ValueError(f"no study file {study!r} and no packaged study of that name; packaged studies are "
+            raise ConfigError(f"no study file {study!r} and no packaged study of that name; packaged studies are "
                              f"{', '.join(packaged)} (see `microdense study list`)")
         path = packaged[study]
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ValueError(f"study file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"study file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     return parse_study(raw, path.stem, f"study file {path}")
 
 
@@ -211,7 +212,7 @@ def parse_shard(text: Optional[str]) -> Tuple[int, int]:
         return 0, 1
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
-        raise ValueError(f"shard {text!r} is not I/N with 0 <= I < N (shards count from 0: 0/2 and 1/2)")
+        raise ConfigError(f"shard {text!r} is not I/N with 0 <= I < N (shards count from 0: 0/2 and 1/2)")
     return int(m.group(1)), int(m.group(2))
 
 

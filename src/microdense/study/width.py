@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Tuple
 import torch
 import torch.nn as nn
 
+from microdense.errors import ConfigError
 from microdense.models import create_model, width_knob
 from microdense.models.size import count_params
 
@@ -60,12 +61,12 @@ def match_params(model: str, kwargs: Dict[str, Any], target: int, tolerance: flo
     """`kwargs` with `model`'s width knob set so that its parameter count is within `tolerance` of `target`.
 
     Raises:
-        ValueError: the model has no knob, the entry sets the knob itself, or no knob value comes close enough.
+        ConfigError: the model has no knob, the entry sets the knob itself, or no knob value comes close enough.
     """
     knob_spec = width_knob(model)
     knob, kind, lo, hi = knob_spec.name, knob_spec.kind, knob_spec.low, knob_spec.high
     if knob in kwargs:
-        raise ValueError(f"params_like: {model} sets {knob} itself, the knob params_like scales; drop one of them")
+        raise ConfigError(f"params_like: {model} sets {knob} itself, the knob params_like scales; drop one of them")
     cache: Dict[Any, int] = {}
 
     def count(value: Any) -> int:
@@ -82,7 +83,7 @@ def match_params(model: str, kwargs: Dict[str, Any], target: int, tolerance: flo
         best = min((below, above), key=lambda v: abs(count(v) - target))
     params = count(best)
     if abs(params - target) > tolerance * target:
-        raise ValueError(f"params_like: {model} {kwargs or ''} cannot come within ±{tolerance:.0%} of {target:,} "
+        raise ConfigError(f"params_like: {model} {kwargs or ''} cannot come within ±{tolerance:.0%} of {target:,} "
                          f"parameters by {knob}: the nearest are {count(below):,} ({knob}={below:.4g}) and "
                          f"{count(above):,} ({knob}={above:.4g})")
     if kind is float:  # the shortest decimal that builds the same net: a knob people can read and retype

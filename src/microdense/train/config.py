@@ -11,18 +11,20 @@ each of its fields went.
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import yaml
 
 from microdense.data.config import DataCfg
+from microdense.errors import ArgumentError, ConfigError
 from microdense.fields import check_fields, setting
 from microdense.models.config import ModelCfg
 
-RECIPES = ("paper", "fast", "budget", "imagenet", "darts")
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+RECIPES = tuple(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))  # the recipe files are the list
 SCHEDULES = ("step", "cosine", "onecycle")
+LR_SCALES = ("linear", "sqrt")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # NOTE: Lightning's precision names; on a CPU it runs only fp32, fp64 and bfloat16 (it would silently turn fp16 AMP
 # into bf16, and has no fp16 or Transformer Engine kernels there).
@@ -37,7 +39,11 @@ PROVENANCE_KEY = "provenance"  # the part of a saved config.yaml that records wh
 class OptimCfg:
     """What is minimised and how: the loss's smoothing and mixing, SGD, the learning-rate schedule, the EMA."""
 
-    lr: float = setting(0.1, gt=0)  # peak learning rate
+    lr: float = setting(0.1, gt=0)  # peak learning rate, for lr_base_size images per step when that is set
+    # the global batch (all devices and nodes) `lr` is stated for; a run scales it to its own by lr_scale, as timm's
+    # train.py does (--lr-base, --lr-base-size); None: `lr` is used as it is at any batch
+    lr_base_size: Optional[int] = setting(None, ge=1)
+    lr_scale: str = setting("linear", choices=LR_SCALES)  # linear (SGD), or sqrt of the batch ratio
     momentum: float = setting(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = setting(1e-4, ge=0)  # conv and linear weights only, never BN parameters or biases
@@ -58,10 +64,19 @@ class OptimCfg:
     def __post_init__(self) -> None:
         check_fields(self)
         if self.warmup_epochs and self.warmup_fraction:
-            raise ValueError("OptimCfg.warmup_fraction: warmup_epochs is set too; set one of them to 0")
+            raise ConfigError("OptimCfg.warmup_fraction: warmup_epochs is set too; set one of them to 0")
         if self.nesterov and self.momentum == 0:
-            raise ValueError("OptimCfg.nesterov: Nesterov momentum needs momentum > 0; set nesterov false or raise "
+            raise ConfigError("OptimCfg.nesterov: Nesterov momentum needs momentum > 0; set nesterov false or raise "
                              "momentum")
+
+
+def peak_lr(optim: OptimCfg, global_batch: int) -> float:
+    """The peak learning rate of a run whose steps take `global_batch` images in all (per-device batch x devices x
+    nodes): `optim.lr` scaled from `optim.lr_base_size` images, linearly or by the square root."""
+    if optim.lr_base_size is None:
+        return optim.lr
+    ratio = global_batch / optim.lr_base_size
+    return optim.lr * (ratio if optim.lr_scale == "linear" else ratio ** 0.5)
 
 
 @dataclass(frozen=True)
@@ -87,11 +102,11 @@ class RunCfg:
     def __post_init__(self) -> None:
         check_fields(self)
         if self.epochs is None and self.max_steps == -1 and self.time_budget is None:
-            raise ValueError("RunCfg.epochs: nothing says when to stop; set epochs (>= 1), max_steps (>= 1) or "
+            raise ConfigError("RunCfg.epochs: nothing says when to stop; set epochs (>= 1), max_steps (>= 1) or "
                              "time_budget (minutes)")
         on_cpu = _accelerator_is_cpu(self.accelerator)
         if on_cpu and self.precision not in CPU_PRECISIONS:
-            raise ValueError(f"RunCfg.precision: {self.precision!r} does not run on a CPU; choose one of "
+            raise ConfigError(f"RunCfg.precision: {self.precision!r} does not run on a CPU; choose one of "
                              f"{', '.join(CPU_PRECISIONS)}")
         _check_devices(self.devices, on_cpu)
 
@@ -110,7 +125,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         if self.optim.warmup_epochs and self.run.epochs is None and self.run.max_steps == -1:
-            raise ValueError("OptimCfg.warmup_epochs: a run bounded by time_budget alone has no epochs to count; "
+            raise ConfigError("OptimCfg.warmup_epochs: a run bounded by time_budget alone has no epochs to count; "
                              "set warmup_fraction instead")
 
 
@@ -149,7 +164,7 @@ def _put(out: Dict[str, Any], key: str, value: Any, where: str) -> None:
         else:
             close = difflib.get_close_matches(key, FIELDS, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else "; `microdense train --help` lists the fields"
-        raise ValueError(f"{where} names unknown field {key!r}{hint}")
+        raise ConfigError(f"{where} names unknown field {key!r}{hint}")
     section, _, name = key.partition(".")
     if not name:
         out[key] = value
@@ -171,14 +186,14 @@ def nest(values: Dict[str, Any], where: str, legacy: bool = False) -> Dict[str, 
                 _put(out, k, v, where)
         elif key in SECTION_TYPES:
             if not isinstance(value, dict):
-                raise TypeError(f"TrainConfig.{key}: needs a mapping, got {value!r}")
+                raise ArgumentError(f"TrainConfig.{key}: needs a mapping, got {value!r}")
             for name, v in value.items():
                 _put(out, f"{key}.{name}", v, where)
         else:
             _put(out, key, value, where)
     kwargs = out.get("model", {}).get("kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
-        raise TypeError(f"ModelCfg.kwargs: needs a mapping, got {kwargs!r}")
+        raise ArgumentError(f"ModelCfg.kwargs: needs a mapping, got {kwargs!r}")
     return out
 
 
@@ -187,20 +202,19 @@ def read_values(path: Path, what: str) -> Dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise ValueError(f"{what} {path} does not exist") from None
+        raise ConfigError(f"{what} {path} does not exist") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{what} {path} must hold a mapping of field: value")
+        raise ConfigError(f"{what} {path} must hold a mapping of field: value")
     data.pop(PROVENANCE_KEY, None)
     return nest(data, f"{what} {path}", legacy=True)
 
 
 def recipe_values(name: str) -> Dict[str, Any]:
     if name not in RECIPES:
-        raise ValueError(f"TrainConfig.recipe: unknown value {name!r}; choose one of {', '.join(RECIPES)}")
-    path = resources.files("microdense.train") / "recipes" / f"{name}.yaml"
-    return read_values(Path(str(path)), "recipe")
+        raise ConfigError(f"TrainConfig.recipe: unknown value {name!r}; choose one of {', '.join(RECIPES)}")
+    return read_values(RECIPE_DIR / f"{name}.yaml", "recipe")
 
 
 def merge(*layers: Dict[str, Any]) -> Dict[str, Any]:
@@ -232,13 +246,13 @@ def resolve_config(cli: Dict[str, Any], config_file: Optional[str] = None) -> Tr
     `cli` maps dotted field names ("optim.lr") to values (None: not given).
 
     Raises:
-        ValueError, TypeError: one line naming the field, the value and what is allowed.
+        ConfigError, ArgumentError: one line naming the field, the value and what is allowed.
     """
     from_file = read_values(Path(config_file), "config file") if config_file else {}
     given = nest({k: v for k, v in cli.items() if v is not None}, "the command line")
     recipe = given.get("recipe", from_file.get("recipe", TrainConfig.recipe))
     if not isinstance(recipe, str):
-        raise TypeError(f"TrainConfig.recipe: needs a string, got {recipe!r}")
+        raise ArgumentError(f"TrainConfig.recipe: needs a string, got {recipe!r}")
     values = merge(recipe_values(recipe), from_file, given, {"recipe": recipe})
     asked = any("epochs" in layer.get("run", {}) for layer in (from_file, given))
     if not asked and values.get("data", {}).get("name", "synthetic") == "synthetic":
@@ -263,7 +277,7 @@ def _check_devices(devices: str, on_cpu: bool) -> None:
         return
     if not on_cpu and (text == "-1" or all(p.strip().isdigit() for p in text.split(","))):
         return
-    raise ValueError(f"RunCfg.devices: {devices!r} is not allowed here; use {allowed}")
+    raise ConfigError(f"RunCfg.devices: {devices!r} is not allowed here; use {allowed}")
 
 
 def save_config(cfg: TrainConfig, provenance: Optional[Dict[str, Any]] = None) -> str:

@@ -6,11 +6,12 @@ from typing import Any, Dict, List, Optional
 import lightning.pytorch as pl
 
 from microdense.data.config import DataCfg
+from microdense.errors import ConfigError
 from microdense.train.datamodule import ImageDataModule
 from microdense.data.sources import DataSource, load_imagefolder, load_source
 from microdense.train.config import OptimCfg, RunCfg
 from microdense.train.saved_model import load_model
-from microdense.train.quiet import silence_third_party_noise
+from microdense.train.quiet import third_party_noise_silenced
 from microdense.train.report import plot_confusion
 from microdense.train.system import ClassificationSystem
 
@@ -30,7 +31,7 @@ def _eval_source(data: str, data_dir: Optional[str], val_split: Optional[float],
     (or, with `val_split`, the same held-out fraction that training used)."""
     if data == "imagefolder" and val_split is None:
         if not data_dir:
-            raise ValueError("an imagefolder dataset needs data_dir: a root/<class>/<image> tree")
+            raise ConfigError("an imagefolder dataset needs data_dir: a root/<class>/<image> tree")
         source = load_imagefolder(data_dir)
         return replace(source, val=source.val or source.train)
     return load_source(data, data_dir, False, val_split, seed)
@@ -49,10 +50,10 @@ def evaluate(checkpoint: str, data: DataCfg, seed: int = 0, accelerator: str = "
                                  seed=seed)
     datamodule.setup("validate")
     system = ClassificationSystem(loaded.model, OptimCfg(), num_classes, run=RunCfg(epochs=1, val_flip=flip))
-    silence_third_party_noise()
-    trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                         enable_model_summary=False, enable_progress_bar=True)
-    [metrics] = trainer.validate(system, datamodule=datamodule, verbose=False)
+    with third_party_noise_silenced():
+        trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+                             enable_model_summary=False, enable_progress_bar=True)
+        [metrics] = trainer.validate(system, datamodule=datamodule, verbose=False)
     classes: List[str] = loaded.info.classes or [str(i) for i in range(num_classes)]
     per_class = dict(zip(classes, system.val_per_class.compute().tolist()))
     confusion = system.val_confusion.compute().cpu()

@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 
 from microdense.io import atomic_write_text
 from microdense.plots import pyplot, save_png
+from microdense.train.run_folder import METRICS_FILE
 
 COLUMNS = ("epoch", "step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "img_s", "train_s")
 
@@ -32,7 +33,7 @@ def _floats(rows: Sequence[Dict[str, Any]], key: str) -> List[Optional[float]]:
     return [float(r[key]) if r.get(key) not in (None, "") else None for r in rows]
 
 
-def plot_curves(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
+def plot_run_curves(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
     """Loss and top-1 against epoch, train and val, as one PNG."""
     plt = pyplot()
 
@@ -76,7 +77,7 @@ class EpochReport(pl.Callback):
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.rows = read_metrics(self.run_dir / "metrics.csv")
+        self.rows = read_metrics(self.run_dir / METRICS_FILE)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         row: Dict[str, Any] = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step,
@@ -88,5 +89,5 @@ class EpochReport(pl.Callback):
         if not trainer.is_global_zero:
             return
         self.rows = [r for r in self.rows if int(r["epoch"]) < row["epoch"]] + [row]
-        write_metrics(self.run_dir / "metrics.csv", self.rows)
-        plot_curves(self.run_dir / "curves.png", self.rows)
+        write_metrics(self.run_dir / METRICS_FILE, self.rows)
+        plot_run_curves(self.run_dir / "curves.png", self.rows)

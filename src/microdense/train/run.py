@@ -13,22 +13,24 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from microdense.models.size import measure_size
-from microdense.train.datamodule import ImageDataModule
+from microdense.errors import TrainingDiverged
 from microdense.io import atomic_write_text
-from microdense.train.checkpoint_io import SafeCheckpointIO
-from microdense.models.config import build_model, model_args
+from microdense.models.config import build_model, check_sources, model_args
+from microdense.models.size import measure_size
 from microdense.provenance import provenance
-from microdense.train.config import TrainConfig, save_config
-from microdense.train.saved_model import (LoadedModel, RunInfo, export_model, init_from, load_model, origin,
-                                         release_info)
+from microdense.train.checkpoint_io import SafeCheckpointIO
+from microdense.train.config import OptimCfg, TrainConfig, save_config
+from microdense.train.datamodule import ImageDataModule
 from microdense.train.interrupt import StopOnInterrupt, StopRequested
-from microdense.train.quiet import silence_third_party_noise
+from microdense.train.quiet import third_party_noise_silenced
 from microdense.train.report import EpochReport, read_metrics
+from microdense.train.run_folder import (BEST_CHECKPOINT, CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE,
+                                         last_checkpoint)
+from microdense.train.saved_model import (LoadedModel, RunInfo, init_from, load_model, nonfinite, origin,
+                                         release_info, save_for_timm)
 from microdense.train.system import ClassificationSystem
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = "config.yaml"
 
 
 class TrainingInterrupted(Exception):
@@ -84,14 +86,14 @@ def _is_launch_primary() -> bool:
 
 def check_run_dir(run_dir: Path, resume: bool) -> Optional[Path]:
     """Refuse to write over another run; return the checkpoint to resume from, if resuming. Creates nothing."""
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = last_checkpoint(run_dir)
     if not _is_launch_primary():
         return last if resume else None
-    holds_run = (run_dir / CONFIG_FILE).exists() or (run_dir / "checkpoints").exists()
+    holds_run = (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_DIR).exists()
     if resume:
         if not last.exists():
-            raise FileNotFoundError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt; start a new run there "
-                                    "instead")
+            raise FileNotFoundError(f"nothing to resume in {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT}; start a "
+                                    "new run there instead")
         return last
     if holds_run:
         raise FileExistsError(f"{run_dir} already holds a run; resume it, or choose another run folder")
@@ -135,50 +137,56 @@ def _start_weights(model: torch.nn.Module, cfg: TrainConfig, loaded: Optional[Lo
     return None
 
 
-def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: bool = True) -> TrainResult:
-    """Train the model `cfg` names as it says; returns the final figures (also in the run folder).
+def _lr_text(optim: OptimCfg, peak: float, global_batch: int) -> str:
+    """The learning rate a run uses and where it came from, for its first line."""
+    if optim.lr_base_size is None or peak == optim.lr:
+        return f"peak lr {peak:g} at {global_batch} images per step"
+    return (f"peak lr {peak:g}: {optim.lr:g} per {optim.lr_base_size} images, scaled ({optim.lr_scale}) to "
+            f"{global_batch} images per step")
 
-    Everything is checked (the configuration when it was made; the run folder, the data) before the run folder is
-    made.
-    `progress`: show Lightning's progress bar (the one-line size summary follows the log level).
 
-    Raises:
-        TrainingInterrupted: Ctrl-C stopped training after saving last.ckpt.
-    """
-    silence_third_party_noise()
-    run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
-    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(run_dir)))
-    run = cfg.run
-    resume_from = check_run_dir(run_dir, run.resume)
-    if resume_from is not None:  # Lightning warns that the checkpoint folder it resumes from holds checkpoints
-        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    pl.seed_everything(run.seed, workers=True, verbose=False)
+def _checkpoint_step(path: Path) -> Optional[int]:
+    """The global step a checkpoint was saved at (read safely, tensors and plain data only)."""
+    return torch.load(path, map_location="cpu", weights_only=True).get("global_step")
 
-    # NOTE: fine-tuned weights keep the normalisation they were trained with, as timm's pretrained data config does.
-    loaded, source = _start_source(cfg)
-    datamodule = ImageDataModule(cfg.data, cfg.model.num_classes, seed=run.seed,
+
+def _prepare_data(cfg: TrainConfig, source: Optional[RunInfo]) -> ImageDataModule:
+    """The data module, set up for fitting. Fine-tuned weights keep the normalisation they were trained with, as
+    timm's pretrained data config does."""
+    datamodule = ImageDataModule(cfg.data, cfg.model.num_classes, seed=cfg.run.seed,
                                  mean_std=(tuple(source.mean), tuple(source.std)) if source else None)
     if _is_launch_primary():
         datamodule.prepare_data()  # downloads, before the model can be sized from the data
     datamodule.setup("fit")
     if datamodule.small:  # NOTE: batches are tensor slices on purpose; Lightning's advice of more workers is moot
         warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
-    num_classes = datamodule.num_classes
-    model = build_model(cfg.model, num_classes)
-    started_from = _start_weights(model, cfg, loaded, resume_from is not None)
-    if run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return datamodule
 
-    ckpt_dir = run_dir / "checkpoints"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/top1", mode="max",
+
+def _build_network(cfg: TrainConfig, num_classes: int, loaded: Optional[LoadedModel],
+                   resuming: bool) -> Tuple[torch.nn.Module, Optional[Dict[str, Any]]]:
+    """The network, with the weights it starts from (returns what they were, for the provenance)."""
+    model = build_model(cfg.model, num_classes)
+    started_from = _start_weights(model, cfg, loaded, resuming)
+    if cfg.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, started_from
+
+
+def _make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: Sequence[pl.Callback],
+                  progress: bool) -> Tuple[pl.Trainer, StopOnInterrupt]:
+    """Lightning's Trainer with the run folder's checkpoints, logs and epoch report; and the Ctrl-C handler."""
+    run = cfg.run
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename=Path(BEST_CHECKPOINT).stem, monitor="val/top1", mode="max",
                            auto_insert_metric_name=False, enable_version_counter=False)
     # NOTE: a second, unmonitored callback keeps last.ckpt current at every epoch end (and every N steps).
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=run.checkpoint_every or None,
-                           auto_insert_metric_name=False, enable_version_counter=False)
-    report = EpochReport(run_dir)
-    stopper = StopOnInterrupt(ckpt_dir / "last.ckpt")
-    bars = [ProgressBar()] if progress else []
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename=Path(LAST_CHECKPOINT).stem,
+                           every_n_train_steps=run.checkpoint_every or None, auto_insert_metric_name=False,
+                           enable_version_counter=False)
+    stopper = StopOnInterrupt(last_checkpoint(run_dir))
+    loggers = [CSVLogger(run_dir, name="", version=_log_version(run_dir)),
+               TensorBoardLogger(run_dir, name="", version="tensorboard")]
     trainer = pl.Trainer(
         accelerator=run.accelerator,
         devices=_devices(run.devices),
@@ -190,20 +198,86 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
         deterministic=run.deterministic,
         use_distributed_sampler=False,  # the data module shards by rank itself, resumably
         default_root_dir=run_dir,
-        logger=[CSVLogger(run_dir, name="", version=_log_version(run_dir)), TensorBoardLogger(run_dir, name="", version="tensorboard")],
-        callbacks=[best, last, report, LearningRateMonitor("step"), stopper, *bars, *callbacks],
+        logger=loggers,
+        callbacks=[best, last, EpochReport(run_dir), LearningRateMonitor("step"), stopper,
+                   *([ProgressBar()] if progress else []), *callbacks],
         enable_progress_bar=progress,
         enable_model_summary=False,  # NOTE: Lightning's lists the metrics as modules and FLOPs as 0; ours is a line
         plugins=[SafeCheckpointIO()],
         log_every_n_steps=10,
         num_sanity_val_steps=0,
     )
-    steps_per_epoch = max(1, len(datamodule.source.train) // (datamodule.cfg.batch_size * trainer.world_size))
-    system = ClassificationSystem(model, cfg.optim, num_classes, steps_per_epoch, run)
+    return trainer, stopper
+
+
+def _fit(trainer: pl.Trainer, system: ClassificationSystem, datamodule: ImageDataModule, resume_from: Optional[Path],
+         stopper: StopOnInterrupt, run_dir: Path) -> float:
+    """Fit, and turn how it stopped into the package's words; returns the wall seconds it took."""
+    start = time.perf_counter()
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=resume_from)
+        if nonfinite(system._eval_model().state_dict()):  # the very last step overflowed: nothing is exported
+            raise TrainingDiverged(f"training diverged at its last step ({trainer.global_step}): the final weights "
+                                   "hold NaN or inf; lower optim.lr (--lr), or clip gradients (optim.grad_clip), and "
+                                   "start again", step=trainer.global_step, loss=float("nan"),
+                                   lr=trainer.optimizers[0].param_groups[0]["lr"])
+    except StopRequested as e:
+        raise TrainingInterrupted(run_dir, stopper.checkpoint, e.step) from None
+    except TrainingDiverged as e:
+        last = last_checkpoint(run_dir)
+        kept = (f"{last} keeps the weights of step {_checkpoint_step(last)}, the last finite ones" if last.exists()
+                else "no checkpoint had been saved before it")
+        raise TrainingDiverged(f"{e}; {kept}", e.step, e.loss, e.lr) from None
+    except SystemExit:  # Lightning exits after a KeyboardInterrupt it caught (a second Ctrl-C)
+        if stopper.requested:
+            raise KeyboardInterrupt from None
+        raise
+    return time.perf_counter() - start
+
+
+def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: bool = True) -> TrainResult:
+    """Train the model `cfg` names as it says; returns the final figures (also in the run folder).
+
+    Everything is checked (the configuration when it was made; the run folder, the sources it starts from, the
+    data) before the run folder is made. Warnings it silences are silenced for the call alone.
+    `progress`: show Lightning's progress bar (the one-line size summary follows the log level).
+
+    Raises:
+        TrainingInterrupted: Ctrl-C stopped training after saving last.ckpt.
+        TrainingDiverged: a loss, gradient norm or weight turned NaN or inf; training stopped before any non-finite
+            weights were saved (the run folder keeps its last finite checkpoint).
+    """
+    with third_party_noise_silenced():
+        return _train(cfg, callbacks, progress)
+
+
+def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool) -> TrainResult:
+    # the run folder: where, and whether it continues a run
+    run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(run_dir)))
+    resume_from = check_run_dir(run_dir, cfg.run.resume)
+    if resume_from is not None:  # Lightning warns that the checkpoint folder it resumes from holds checkpoints
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    check_sources(cfg.model)
+    pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
+
+    # data, network, trainer
+    loaded, source = _start_source(cfg)
+    datamodule = _prepare_data(cfg, source)
+    num_classes = datamodule.num_classes
+    model, started_from = _build_network(cfg, num_classes, loaded, resume_from is not None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer, stopper = _make_trainer(cfg, run_dir, callbacks, progress)
+    global_batch = datamodule.cfg.batch_size * trainer.world_size
+    steps_per_epoch = max(1, len(datamodule.source.train) // global_batch)
+    system = ClassificationSystem(model, cfg.optim, num_classes, steps_per_epoch, cfg.run, global_batch)
     if system.ema is not None:  # NOTE: the weights' running average is kept in eval mode on purpose
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+    # what the run is, written before it starts
     c, (h, w) = 3, datamodule.image_size
     made_by = {**provenance(), "data": datamodule.source.fingerprint,
+               "learning_rate": dict(peak=system.peak_lr, global_batch=global_batch),
                **({"started_from": started_from} if started_from else {})}
     system.run_info = RunInfo(
         model=cfg.model.name, model_args=model_args(cfg.model, num_classes), classes=list(datamodule.source.classes),
@@ -214,37 +288,21 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
     if trainer.is_global_zero:
         atomic_write_text(run_dir / CONFIG_FILE, save_config(cfg, made_by))
         size = measure_size(cfg.model.name, model, (c, h, w))
-        log.info("%s: %.3fM parameters, %.1fM MACs per %dx%dx%d image, %d classes; run folder %s", cfg.model.name,
-                 size.params / 1e6, size.macs / 1e6, c, h, w, num_classes, run_dir)
-    start = time.perf_counter()
-    try:
-        trainer.fit(system, datamodule=datamodule, ckpt_path=resume_from)
-    except StopRequested as e:
-        raise TrainingInterrupted(run_dir, stopper.checkpoint, e.step) from None
-    except SystemExit:  # Lightning exits after a KeyboardInterrupt it caught (a second Ctrl-C)
-        if stopper.requested:
-            raise KeyboardInterrupt from None
-        raise
-    seconds = time.perf_counter() - start
+        log.info("%s: %.3fM parameters, %.1fM MACs per %dx%dx%d image, %d classes; %s; run folder %s",
+                 cfg.model.name, size.params / 1e6, size.macs / 1e6, c, h, w, num_classes,
+                 _lr_text(cfg.optim, system.peak_lr, global_batch), run_dir)
 
-    rows = read_metrics(run_dir / "metrics.csv")
+    seconds = _fit(trainer, system, datamodule, resume_from, stopper, run_dir)
+
+    # the saved model and the result
+    rows = read_metrics(run_dir / METRICS_FILE)
     final = {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
     if trainer.is_global_zero:
         metrics = {k: final.get(k) for k in ("val_top1", "val_top5", "val_loss")}
-        export_model(system._eval_model(), run_dir, dataclasses.replace(system.run_info, metrics=metrics))
+        save_for_timm(system._eval_model(), run_dir, dataclasses.replace(system.run_info, metrics=metrics))
     return TrainResult(
-        run_dir=run_dir,
-        val_top1=final.get("val_top1"),
-        val_top5=final.get("val_top5"),
-        val_loss=final.get("val_loss"),
-        epochs=trainer.global_step / steps_per_epoch,
-        steps=trainer.global_step,
-        seconds=seconds,
-        train_seconds=system.progress.elapsed,
-        images=trainer.global_step * datamodule.cfg.batch_size * trainer.world_size,
-        params=size.params if size else None,
-        macs=size.macs if size else None,
-        primary=trainer.is_global_zero,
-        provenance=made_by,
-        resumed_at_step=system.resumed_at_step,
-    )
+        run_dir=run_dir, val_top1=final.get("val_top1"), val_top5=final.get("val_top5"),
+        val_loss=final.get("val_loss"), epochs=trainer.global_step / steps_per_epoch, steps=trainer.global_step,
+        seconds=seconds, train_seconds=system.progress.elapsed, images=trainer.global_step * global_batch,
+        params=size.params if size else None, macs=size.macs if size else None, primary=trainer.is_global_zero,
+        provenance=made_by, resumed_at_step=system.resumed_at_step)

@@ -16,13 +16,14 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from timm.models import save_for_hf
 
+from microdense.errors import WeightsError
 from microdense.io import publish
 from microdense.models import create_model
 from microdense.models._pretrained import parse_release_name, pretrained_overlay, read_release, require_release
@@ -69,9 +70,9 @@ class RunInfo:
         return dict(architecture=self.model, label_names=list(self.classes), **self.data_config())
 
 
-def export_model(model: nn.Module, run_dir: os.PathLike, info: RunInfo) -> Path:
-    """Write model.safetensors and config.json (timm's fields, and `info`) into `run_dir`, each by an atomic
-    rename."""
+def save_for_timm(model: nn.Module, run_dir: os.PathLike, info: RunInfo) -> Path:
+    """Write model.safetensors and config.json (timm's fields, and `info`) into `run_dir` through timm's own
+    `save_for_hf`, each by an atomic rename: the folder timm loads as `local-dir:RUN`."""
     run_dir = Path(run_dir)
     if any(not t.is_contiguous() for t in model.state_dict().values()):
         # NOTE: safetensors refuses the strided weights of a channels_last model; the file holds a contiguous copy.
@@ -91,15 +92,19 @@ def export_model(model: nn.Module, run_dir: os.PathLike, info: RunInfo) -> Path:
     return run_dir / WEIGHTS
 
 
+def nonfinite(state: Mapping[str, torch.Tensor]) -> List[str]:
+    """Names of the floating-point tensors in `state` that hold NaN or inf (what a diverged run leaves)."""
+    return [k for k, v in state.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+
+
 @dataclass
 class LoadedModel:
     model: nn.Module
     info: RunInfo
 
 
-def _corrupt(path: Path, e: Exception) -> ValueError:
-    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return ValueError(f"checkpoint {path} is truncated or corrupt ({reason}); use another file or export it again")
+# the fix for a checkpoint that cannot be read
+REREAD = "use another file or export it again"
 
 
 def _load_export(folder: Path) -> LoadedModel:
@@ -110,22 +115,22 @@ def _load_export(folder: Path) -> LoadedModel:
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{folder} has no {Path(e.filename).name}; expected {WEIGHTS} beside {CONFIG}") from None
     except (json.JSONDecodeError, SafetensorError, OSError) as e:
-        raise _corrupt(folder / WEIGHTS, e) from None
+        raise WeightsError.corrupt(f"checkpoint {folder / WEIGHTS} is", e, REREAD) from None
     if RUN_INFO_KEY not in cfg:
-        raise ValueError(f"{folder / CONFIG} is not a microdense export (no run information inside)")
+        raise WeightsError(f"{folder / CONFIG} is not a microdense export (no run information inside)")
     info = RunInfo.from_dict(cfg[RUN_INFO_KEY])
     model = create_model(info.model, **info.model_args)
     model.load_state_dict(state)
     return LoadedModel(model, info)
 
 
-def _refused_for_safety(path: Path, e: pickle.UnpicklingError) -> Optional[ValueError]:
+def _refused_for_safety(path: Path, e: pickle.UnpicklingError) -> Optional[WeightsError]:
     """The error for a file `weights_only` refused because it holds objects whose unpickling could run code."""
     if not str(e).startswith("Weights only load failed"):
         return None
     named = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
     what = f" (it names {named.group(1)})" if named else ""
-    return ValueError(f"checkpoint {path} was refused for safety, not loaded: it holds Python objects whose loading "
+    return WeightsError(f"checkpoint {path} was refused for safety, not loaded: it holds Python objects whose loading "
                       f"could run code{what}; microdense loads only tensors and plain data. Use a checkpoint or "
                       "model.safetensors that microdense wrote")
 
@@ -134,12 +139,12 @@ def _load_lightning(path: Path) -> LoadedModel:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise (_refused_for_safety(path, e) or _corrupt(path, e)) from None
+        raise (_refused_for_safety(path, e) or WeightsError.corrupt(f"checkpoint {path} is", e, REREAD)) from None
     except Exception as e:  # truncated zip, bad pickle stream, not a checkpoint at all
-        raise _corrupt(path, e) from None
+        raise WeightsError.corrupt(f"checkpoint {path} is", e, REREAD) from None
     raw = ckpt.get(RUN_INFO_KEY) if isinstance(ckpt, dict) else None
     if not raw:
-        raise ValueError(f"{path} is not a microdense training checkpoint (no run information inside)")
+        raise WeightsError(f"{path} is not a microdense training checkpoint (no run information inside)")
     info = RunInfo.from_dict(raw)
     model = create_model(info.model, **info.model_args)
     prefix = "ema.module." if info.ema else "model."
@@ -152,7 +157,7 @@ def release_info(model: str, tag: Optional[str] = None) -> Tuple[str, RunInfo]:
     """(tag, the RunInfo its header holds) of the release of `model` under `tag` (None: the model's default).
 
     Raises:
-        ValueError: no such release, or its file is truncated or corrupt.
+        ConfigError: no such release. WeightsError: its file is truncated or corrupt.
     """
     tag, path = require_release(model, tag)
     meta = read_release(path)
@@ -173,19 +178,30 @@ def _load_release(model: str, tag: Optional[str]) -> LoadedModel:
 
 def load_model(path: os.PathLike) -> LoadedModel:
     """Rebuild a trained model from a run folder, a model.safetensors export, a Lightning .ckpt, or a released name
-    (`model.tag`, or a registered model name that has a release)."""
+    (`model.tag`, or a registered model name that has a release).
+
+    Raises:
+        WeightsError: the file is truncated, corrupt, unsafe or not microdense's, or its weights hold NaN or inf.
+        FileNotFoundError: no such file, folder or released name.
+    """
     path = Path(path)
     if path.is_dir():
-        return _load_export(path)
-    if not path.exists():
+        loaded = _load_export(path)
+    elif not path.exists():
         named = parse_release_name(str(path))
-        if named is not None:
-            return _load_release(*named)
-        raise FileNotFoundError(f"checkpoint {path} does not exist; expected a run folder, {WEIGHTS}, a .ckpt file or "
-                                "a released name such as microdensenet_cifar_tiny.cifar10")
-    if path.suffix == ".safetensors":
-        return _load_export(path.parent)
-    return _load_lightning(path)
+        if named is None:
+            raise FileNotFoundError(f"checkpoint {path} does not exist; expected a run folder, {WEIGHTS}, a .ckpt file "
+                                    "or a released name such as microdensenet_cifar_tiny.cifar10")
+        loaded = _load_release(*named)
+    elif path.suffix == ".safetensors":
+        loaded = _load_export(path.parent)
+    else:
+        loaded = _load_lightning(path)
+    bad = nonfinite(loaded.model.state_dict())
+    if bad:
+        raise WeightsError(f"checkpoint {path} holds NaN or inf ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})"
+                           ": its run diverged; train again with a lower learning rate, or load an earlier checkpoint")
+    return loaded
 
 
 def origin(info: RunInfo, source: str) -> Dict[str, Any]:
@@ -209,7 +225,7 @@ def init_from(model: nn.Module, source: str, loaded: Optional[LoadedModel] = Non
         `origin` of the source, for the run's provenance.
 
     Raises:
-        ValueError: any other tensor is missing, extra or of another shape (named), or the file cannot be read.
+        WeightsError: any other tensor is missing, extra or of another shape (named), or the file cannot be read.
         FileNotFoundError: no such file, folder or released name.
     """
     loaded = loaded or load_model(source)
@@ -223,7 +239,7 @@ def init_from(model: nn.Module, source: str, loaded: Optional[LoadedModel] = Non
     if wrong:
         more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
         target = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
-        raise ValueError(f"ModelCfg.init_from: the weights of {source} ({loaded.info.model}) do not fit {target}: "
+        raise WeightsError(f"ModelCfg.init_from: the weights of {source} ({loaded.info.model}) do not fit {target}: "
                          f"{'; '.join(wrong[:5])}{more}; start from a run of the same model and arguments")
     model.load_state_dict({k: v for k, v in src.items() if k not in heads}, strict=False)
     return origin(loaded.info, source)

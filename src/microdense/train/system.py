@@ -16,8 +16,9 @@ from timm.utils import ModelEmaV3
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from microdense.train.config import OptimCfg, RunCfg
-from microdense.train.saved_model import RUN_INFO_KEY, RunInfo
+from microdense.errors import TrainingDiverged
+from microdense.train.config import OptimCfg, RunCfg, peak_lr
+from microdense.train.saved_model import RUN_INFO_KEY, RunInfo, nonfinite
 from microdense.train.progress import RunProgress
 
 PROGRESS_KEY = "microdense_progress"  # the checkpoint entry that keeps the training seconds across resumes
@@ -32,13 +33,16 @@ class ClassificationSystem(pl.LightningModule):
         num_classes: the classifier's output count.
         steps_per_epoch: optimizer steps in one epoch on this process (sizes the schedule).
         run: when the run stops (sizes the schedule), its seed, memory format and validation with flips.
+        global_batch: images per step on all processes, which scales the learning rate (`peak_lr`); None: `optim.lr`
+            as it is.
     """
 
     def __init__(self, model: nn.Module, optim: OptimCfg, num_classes: int, steps_per_epoch: int = 1,
-                 run: RunCfg = RunCfg(epochs=1)):
+                 run: RunCfg = RunCfg(epochs=1), global_batch: Optional[int] = None):
         super().__init__()
         self.model = model
         self.optim_cfg, self.run_cfg = optim, run
+        self.peak_lr = optim.lr if global_batch is None else peak_lr(optim, global_batch)
         self.num_classes = num_classes
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.mixup = None
@@ -94,7 +98,7 @@ class ClassificationSystem(pl.LightningModule):
         progress = self.progress.at(self.global_step)
         factor = lr_factor(self.optim_cfg, progress, self.warmup)
         for group in self.trainer.optimizers[0].param_groups:
-            group["lr"] = self.optim_cfg.lr * factor
+            group["lr"] = self.peak_lr * factor
         if hasattr(self.model, "set_progress"):  # a model's own schedule (DARTS ramps drop-path with it)
             self.model.set_progress(progress)
 
@@ -112,12 +116,34 @@ class ClassificationSystem(pl.LightningModule):
         loss = self.train_loss(logits, target)
         for aux in aux_logits:
             loss = loss + self.optim_cfg.aux_weight * self.train_loss(aux, target)
+        self._stop_if_diverged(loss, "loss")  # before backward: the weights stay as they were
         self.train_top1(logits.detach(), y)
         self._epoch_images += len(y)
         self._epoch_loss += loss.detach() * len(y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
+
+    def _stop_if_diverged(self, value: torch.Tensor, what: str) -> None:
+        """Raise TrainingDiverged when `value` (the loss, or the gradient norm) is NaN or inf on any process."""
+        bad = not bool(torch.isfinite(value.detach()).all())
+        if self.trainer.world_size > 1:  # every rank stops at the same step, or the others wait forever
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            raise TrainingDiverged(
+                f"training diverged at step {self.global_step}: {what} {float(value):g} at learning rate {lr:g}; "
+                "lower optim.lr (--lr), or clip gradients (optim.grad_clip), and start again", step=self.global_step,
+                loss=float(value), lr=lr)
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Optional[float] = None,
+                                    gradient_clip_algorithm: Optional[str] = None) -> None:
+        """Lightning's norm clipping, and the norm it computes checked before the step: a NaN or inf gradient stops
+        the run with the weights as they were."""
+        if not gradient_clip_val:
+            return
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+        self._stop_if_diverged(norm, "gradient norm")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
@@ -154,6 +180,13 @@ class ClassificationSystem(pl.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # NOTE: a step can overflow the weights with a finite loss; no checkpoint (best, last) may keep such weights
+        bad = nonfinite(checkpoint["state_dict"])
+        if bad:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            raise TrainingDiverged(f"training diverged by step {self.global_step}: {bad[0]} holds NaN or inf at "
+                                   f"learning rate {lr:g}; lower optim.lr (--lr), or clip gradients (optim.grad_clip), "
+                                   "and start again", step=self.global_step, loss=float("nan"), lr=lr)
         if self.run_info is not None:
             checkpoint[RUN_INFO_KEY] = self.run_info.to_dict()
         checkpoint[PROGRESS_KEY] = self.progress.state_dict()
@@ -198,7 +231,7 @@ class ClassificationSystem(pl.LightningModule):
         # in on_train_batch_start from the run's progress, so no scheduler object is needed.
         o = self.optim_cfg
         groups = param_groups_weight_decay(self.model, weight_decay=o.weight_decay)
-        sgd = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+        sgd = torch.optim.SGD(groups, lr=self.peak_lr, momentum=o.momentum, nesterov=o.nesterov)
         # NOTE: timm's Lookahead shares SGD's param_groups, so the per-step lr above reaches the fast weights.
         return Lookahead(sgd, alpha=o.lookahead_alpha, k=o.lookahead_k) if o.lookahead else sgd
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from timm.layers import BatchNormAct2d, ClassifierHead, DropPath
 from timm.models import register_model
 
+from microdense.errors import ConfigError
 from microdense.layers import route_strided_pointwise
 from microdense.models._registry import WidthKnob
 from microdense.models._common import build_stages, cifar_cfg, init_weights
@@ -53,7 +54,7 @@ class PyramidNet(StagedNet):
                  in_chans: int = 3, global_pool: str = "avg", drop_rate: float = 0.0, drop_path_rate: float = 0.0):
         super().__init__()
         if (depth - 2) % 6:
-            raise ValueError(f"PyramidNet depth must be 6n + 2, got {depth}")
+            raise ConfigError(f"PyramidNet depth must be 6n + 2, got {depth}")
         n = (depth - 2) // 6
         self.num_classes, self.drop_rate, self.grad_checkpointing = num_classes, drop_rate, False
         self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_chs, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_chs))

@@ -1,0 +1,21 @@
+"""The layout of a run folder (`microdense train --out RUN`), named once for every part that reads or writes one.
+
+    RUN/config.yaml              the resolved configuration, with its provenance
+    RUN/metrics.csv              one row per epoch (microdense.train.report)
+    RUN/checkpoints/best.ckpt    the best val top-1 so far; last.ckpt: the newest, which --resume continues
+    RUN/model.safetensors, RUN/config.json   the export timm reads (microdense.train.saved_model)
+    RUN/command                  optional: the command that reproduces the run, for its release
+"""
+from pathlib import Path
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT = "best.ckpt"
+LAST_CHECKPOINT = "last.ckpt"
+COMMAND_FILE = "command"
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint `--resume` continues from."""
+    return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
