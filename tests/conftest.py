@@ -1,5 +1,6 @@
 """Shared fixtures: small image trees made by the tests, so nothing depends on downloaded data."""
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,24 @@ def make_image_tree(root: Path, classes: int = 4, per_class: int = 12, size: int
 @pytest.fixture
 def image_tree(tmp_path: Path) -> Path:
     return make_image_tree(tmp_path / "images")
+
+
+@pytest.fixture
+def cli_here(capsys):
+    """`microdense ARGS` run in this process, as a finished process: its exit status, stdout and stderr. A fresh
+    interpreter pays seconds importing torch and Lightning, so refusals are checked here and a few tests keep the
+    real process."""
+    from microdense_cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's refusals exit
+            code = e.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
+    return run
 
 
 @pytest.fixture

@@ -87,6 +87,9 @@ def onednn_verbose(fn: Callable[[], Any]) -> List[str]:
         return [line for line in capture.read().splitlines() if line.startswith("onednn_verbose")]
 
 
+_FRESH_PROBE = "MICRODENSE_ISA_PROBE"  # set in the one fresh interpreter onednn_isa may ask
+
+
 @functools.lru_cache(maxsize=1)
 def onednn_isa() -> Optional[str]:
     """The instruction set oneDNN runs its CPU kernels with here ('Intel AVX2', 'Intel AVX-512 with ... bfloat16
@@ -98,7 +101,14 @@ def onednn_isa() -> Optional[str]:
     w = torch.zeros(8, 2, 3, 3)
     # NOTE: a grouped channels_last conv always reaches oneDNN, whose first primitive prints the header.
     lines = onednn_verbose(lambda: torch.nn.functional.conv2d(x, w, padding=1, groups=4))
-    return next((line.split("isa:", 1)[1].strip() for line in lines if ",isa:" in line), None)
+    isa = next((line.split("isa:", 1)[1].strip() for line in lines if ",isa:" in line), None)
+    if isa is None and not os.environ.get(_FRESH_PROBE):
+        # oneDNN prints its header once per process, and verbose mode ran here before: ask a fresh interpreter
+        probe = "from microdense.provenance import onednn_isa; print(onednn_isa() or '')"
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                             env={**os.environ, _FRESH_PROBE: "1"}).stdout.strip().splitlines()
+        isa = (out[-1] if out else "") or None
+    return isa
 
 
 def provenance() -> Dict[str, Any]:

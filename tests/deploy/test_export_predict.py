@@ -130,22 +130,22 @@ def test_unreadable_files_in_a_folder_are_skipped(run, tmp_path, capsys):
     assert "skipped 1 unreadable file(s)" in captured.err
 
 
-def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path):
+def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, cli_here):
     tree, out = run
     text_file = tmp_path / "notes.png"
     text_file.write_text("hello")
-    assert_one_line_error(run_cli("predict", "--checkpoint", str(out), str(text_file)),
+    assert_one_line_error(cli_here("predict", "--checkpoint", str(out), str(text_file)),
                           "is not an image that can be read", 2)
-    assert_one_line_error(run_cli("predict", "--checkpoint", str(out), str(tree), "--topk", "5"),
+    assert_one_line_error(cli_here("predict", "--checkpoint", str(out), str(tree), "--topk", "5"),
                           "topk 5 must lie in 1..4", 2)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    assert_one_line_error(run_cli("export", "--checkpoint", str(out), "--format", "onnx",
+    assert_one_line_error(cli_here("export", "--checkpoint", str(out), "--format", "onnx",
                                   "--out", str(blocker / "m.onnx")), "is not a writable folder", 2)
-    assert_one_line_error(run_cli("export", "--checkpoint", str(out), "--format", "torchscript", "--opset", "17"),
+    assert_one_line_error(cli_here("export", "--checkpoint", str(out), "--format", "torchscript", "--opset", "17"),
                           "--opset and --dynamic-batch are ONNX options", 2)
     foreign = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, foreign)
-    assert_one_line_error(run_cli("export", "--checkpoint", str(foreign), "--format", "onnx"),
+    assert_one_line_error(cli_here("export", "--checkpoint", str(foreign), "--format", "onnx"),
                           "is not a microdense training checkpoint", 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "notes.png", "other.ckpt"]

@@ -203,10 +203,10 @@ def cli(*args: str) -> subprocess.CompletedProcess:
      None, "cannot come within ±3% of 246,106 parameters by init_channels"),
     ({}, "3/2", "shard '3/2' is not I/N"),
 ])
-def test_bad_input_is_one_line_before_any_run(tmp_path, changes, shard, message):
+def test_bad_input_is_one_line_before_any_run(tmp_path, changes, shard, message, cli_here):
     path = write_study(tmp_path, **changes)
     out = tmp_path / "out"
-    proc = cli("study", "run", str(path), "--out", str(out), "--allow-dirty", *(["--shard", shard] if shard else []))
+    proc = cli_here("study", "run", str(path), "--out", str(out), "--allow-dirty", *(["--shard", shard] if shard else []))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -214,15 +214,22 @@ def test_bad_input_is_one_line_before_any_run(tmp_path, changes, shard, message)
     assert not out.exists()  # nothing was started
 
 
-def test_study_list_and_report_commands(tmp_path):
-    proc = cli("study", "list")
+def test_study_list_and_report_commands(tmp_path, cli_here):
+    proc = cli_here("study", "list")
     assert proc.returncode == 0 and "ablation" in proc.stdout and "C4" in proc.stdout
     append_row(tmp_path / "results.jsonl", _row("a", 0, 0.5))
-    proc = cli("study", "report", str(tmp_path))
+    proc = cli_here("study", "report", str(tmp_path))
     assert proc.returncode == 0 and "50.00" in proc.stdout and (tmp_path / "report.md").exists()
 
 
-@pytest.mark.parametrize("name", sorted(packaged_studies()))
+# smoke forms that train networks of millions of parameters (or ImageNet-sized inputs) and save their checkpoints,
+# or many tiny-sized entries: minutes and gigabytes in all, so they run with the slow tests (`.ci/run` runs those)
+_HEAVY_SMOKE = {"baselines", "baselines-cpu", "paper-cifar10", "paper-cifar100", "imagenet", "budget-ingredients",
+                "group-width", "group-width-time", "nas"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _HEAVY_SMOKE else n
+                                  for n in sorted(packaged_studies())])
 def test_every_packaged_study_runs_in_its_smoke_form(tmp_path, name):
     study = smoke(load_study(name))
     done = quiet_run(study, tmp_path)

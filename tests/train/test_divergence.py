@@ -65,7 +65,7 @@ def test_the_command_line_says_so_in_one_line_with_exit_code_3(image_tree, tmp_p
     assert proc.stdout == "" and not (out / "model.safetensors").exists()
 
 
-def test_weights_holding_nan_are_refused_by_every_loader(image_tree, tmp_path):
+def test_weights_holding_nan_are_refused_by_every_loader(image_tree, tmp_path, cli_here):
     run = tmp_path / "run"
     train(_cfg(image_tree, run, run=dict(max_steps=1)), progress=False)
     bad = tmp_path / "bad"
@@ -80,6 +80,6 @@ def test_weights_holding_nan_are_refused_by_every_loader(image_tree, tmp_path):
     for command in (["eval", "--checkpoint", str(bad), "--data", "imagefolder", "--data-dir", str(image_tree)],
                     ["export", "--checkpoint", str(bad), "--format", "onnx"],
                     ["train", "--init-from", str(bad), "--epochs", "1"]):
-        proc = subprocess.run([sys.executable, "-m", "microdense_cli", *command], capture_output=True, text=True)
+        proc = cli_here(*command)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and "holds NaN or inf" in lines[0], (command, proc.stderr)

@@ -142,16 +142,16 @@ def test_timm_loads_the_export(trained_run):
     assert model.num_classes == 4
 
 
-def test_refuses_to_overwrite_a_run(trained_run):
+def test_refuses_to_overwrite_a_run(trained_run, cli_here):
     tree, out = trained_run
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "tensorboard" not in p.parts}
-    proc = run_cli(*TRAIN, "--data-dir", str(tree), "--out", str(out))
+    proc = cli_here(*TRAIN, "--data-dir", str(tree), "--out", str(out))
     assert_one_line_error(proc, "already holds a run; resume it, or choose another run folder", 1)
     after = {p: p.read_bytes() for p in before}
     assert after == before
 
 
-def test_truncated_and_corrupt_checkpoints_are_refused(trained_run, tmp_path):
+def test_truncated_and_corrupt_checkpoints_are_refused(trained_run, tmp_path, cli_here):
     tree, out = trained_run
     for name in ("last.ckpt", "model.safetensors"):
         source = out / ("checkpoints" if name.endswith("ckpt") else "") / name
@@ -162,7 +162,7 @@ def test_truncated_and_corrupt_checkpoints_are_refused(trained_run, tmp_path):
         bad.write_bytes(data[: len(data) // 2])
         if name.endswith("safetensors"):
             (bad_dir / "config.json").write_bytes((out / "config.json").read_bytes())
-        proc = run_cli("eval", "--checkpoint", str(bad), "--data", "imagefolder", "--data-dir", str(tree))
+        proc = cli_here("eval", "--checkpoint", str(bad), "--data", "imagefolder", "--data-dir", str(tree))
         assert_one_line_error(proc, "is truncated or corrupt", 2)
 
 
@@ -194,9 +194,9 @@ def test_a_checkpoint_holding_code_is_refused_for_safety_not_called_corrupt(trai
     (["--model", "microdensenet_cifar_tiny", "--set", "model.kwargs={base_width: 12}"],
      "MicroDenseBlockCfg.base_width: 12 is not divisible by group_width 8", 2),
 ])
-def test_bad_training_input_is_one_line(image_tree, tmp_path, args, text, code):
+def test_bad_training_input_is_one_line(image_tree, tmp_path, args, text, code, cli_here):
     base = [*TRAIN, "--data-dir", str(image_tree), "--out", str(tmp_path / "run")]
-    proc = run_cli(*base, *args)
+    proc = cli_here(*base, *args)
     assert_one_line_error(proc, text, code)
 
 
@@ -212,17 +212,17 @@ def test_baselines_and_nas_models_train_with_their_recipes(tmp_path, model, reci
     assert f"recipe: {recipe}" in (out / "config.yaml").read_text()
 
 
-def test_a_model_argument_the_model_lacks_is_one_line(image_tree, tmp_path):
-    proc = run_cli(*TRAIN, "--data-dir", str(image_tree), "--out", str(tmp_path / "run"),
+def test_a_model_argument_the_model_lacks_is_one_line(image_tree, tmp_path, cli_here):
+    proc = cli_here(*TRAIN, "--data-dir", str(image_tree), "--out", str(tmp_path / "run"),
                    "--model", "densenet_bc100_k12_cifar", "--set", "model.drop_path_rate=0.1")
     assert_one_line_error(proc, "cannot build densenet_bc100_k12_cifar", 2)
 
 
-def test_empty_data_folder_and_resume_without_run(tmp_path):
+def test_empty_data_folder_and_resume_without_run(tmp_path, cli_here):
     (tmp_path / "empty").mkdir()
-    proc = run_cli(*TRAIN, "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "run"))
+    proc = cli_here(*TRAIN, "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "run"))
     assert_one_line_error(proc, "has no class sub-folders", 2)
-    proc = run_cli("train", "--out", str(tmp_path / "nothing"), "--resume")
+    proc = cli_here("train", "--out", str(tmp_path / "nothing"), "--resume")
     assert_one_line_error(proc, "nothing to resume", 1)
 
 

@@ -131,10 +131,11 @@ class ClassificationSystem(pl.LightningModule):
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            number = float(value.detach())
             raise TrainingDiverged(
-                f"training diverged at step {self.global_step}: {what} {float(value):g} at learning rate {lr:g}; "
+                f"training diverged at step {self.global_step}: {what} {number:g} at learning rate {lr:g}; "
                 "lower optim.lr (--lr), or clip gradients (optim.grad_clip), and start again", step=self.global_step,
-                loss=float(value), lr=lr)
+                loss=number, lr=lr)
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Optional[float] = None,
                                     gradient_clip_algorithm: Optional[str] = None) -> None:
