@@ -22,7 +22,8 @@ def means(folder: Path) -> dict:
     for line in (rows.read_text().splitlines() if rows.exists() else []):
         if line.strip():
             row = json.loads(line)
-            by_entry.setdefault(row["entry"], []).append(100 * row["val_top1"])
+            if row.get("val_top1") is not None:  # a diverged run has no accuracy
+                by_entry.setdefault(row["entry"], []).append(100 * row["val_top1"])
     return {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for k, v in by_entry.items()}
 
 

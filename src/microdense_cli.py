@@ -70,8 +70,8 @@ TRAIN_FLAGS = (
     ("--lr", "optim.lr", dict(type=float, help="peak learning rate, per --lr-base-size images when that is set (the "
                                                 "recipes set it): a run scales it to its global batch")),
     ("--lr-base-size", "optim.lr_base_size", dict(type=int, metavar="IMAGES",
-                                                  help="the global batch --lr is for (the run scales it linearly to "
-                                                       "batch x devices x nodes)")),
+                                                  help="the global batch --lr is for (the run scales it to batch x "
+                                                       "devices x nodes: linearly, or by optim.lr_scale)")),
     ("--weight-decay", "optim.weight_decay", dict(type=float)),
     ("--epochs", "run.epochs", dict(type=int)),
     ("--max-steps", "run.max_steps", dict(type=int, help="stop after this many optimizer steps")),

@@ -1,9 +1,10 @@
 """The `microdense` commands (the parser is `microdense_cli`'s). The command line owns the terminal.
 
 One error policy: library code never prints; it raises the package's own types (`microdense.errors`: a bad value,
-bad data, bad weights, a diverged run) and `OSError`s (`FileNotFoundError`, ...) for a missing or unwritable path,
-with messages that name fields, never flags. Here alone they become one line on stderr and a non-zero exit status
-(the error's own, or 1 for a path), never a traceback. Every other exception, a `ValueError` or `TypeError` from
+bad data, bad weights, a diverged run; a path given as a value that cannot serve, such as a file where a folder must
+be, is one of these) and `OSError`s (`FileNotFoundError`, ...) where the file system refuses, with messages that
+name fields, never flags. Here alone they become one line on stderr and a non-zero exit status (the error's own,
+or 1 for an `OSError`), never a traceback. Every other exception, a `ValueError` or `TypeError` from
 this package included, is a bug and keeps its traceback.
 """
 import argparse

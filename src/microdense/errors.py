@@ -43,11 +43,17 @@ class WeightsError(MicrodenseError, ValueError):
 
 
 class TrainingDiverged(MicrodenseError):
-    """Training stopped at the first non-finite loss or gradient norm; the run folder keeps its last finite
-    checkpoint and no non-finite weights were written anywhere a later command would load them."""
+    """Training stopped at the first non-finite loss (or gradient norm, where clipping computes it), or at weights
+    that turned non-finite; no non-finite weights were written anywhere a later command would load them."""
 
     exit_code = 3
+    HINT = "lower optim.lr (--lr), or clip gradients (optim.grad_clip), and start again"
 
     def __init__(self, message: str, step: int, loss: float, lr: float):
         super().__init__(message)
         self.step, self.loss, self.lr = step, loss, lr
+
+    @classmethod
+    def at(cls, step: int, what: str, lr: float, loss: float = float("nan")) -> "TrainingDiverged":
+        """'training diverged WHAT at learning rate LR; HINT', e.g. WHAT = 'at step 12: loss nan'."""
+        return cls(f"training diverged {what} at learning rate {lr:g}; {cls.HINT}", step, loss, lr)

@@ -83,7 +83,7 @@ def atomic_folder(path: PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
-        os.rename(tmp, path)  # NOTE: not os.replace: a folder that appeared meanwhile is not replaced
+        os.rename(tmp, path)  # NOTE: a non-empty folder that appeared meanwhile is not replaced (an empty one is)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

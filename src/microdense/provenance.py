@@ -105,8 +105,11 @@ def onednn_isa() -> Optional[str]:
     if isa is None and not os.environ.get(_FRESH_PROBE):
         # oneDNN prints its header once per process, and verbose mode ran here before: ask a fresh interpreter
         probe = "from microdense.provenance import onednn_isa; print(onednn_isa() or '')"
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                             env={**os.environ, _FRESH_PROBE: "1"}).stdout.strip().splitlines()
+        try:
+            out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                                 env={**os.environ, _FRESH_PROBE: "1"}).stdout.strip().splitlines()
+        except subprocess.TimeoutExpired:
+            out = []
         isa = (out[-1] if out else "") or None
     return isa
 

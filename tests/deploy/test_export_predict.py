@@ -2,7 +2,6 @@
 import csv
 import json
 import subprocess
-import sys
 
 import pytest
 import timm
@@ -13,10 +12,6 @@ from microdense_cli import main
 from microdense.deploy.export import export_model_file
 from microdense.models import list_models
 from microdense.train.saved_model import LoadedModel, RunInfo
-
-
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "microdense_cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, text: str, code: int) -> None:

@@ -31,7 +31,11 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
         return model.eval()(x)
 
 
-@pytest.mark.skipif(released("microdensenet_cifar_tiny", "cifar10") is None, reason="no shipped tiny release")
+NO_RELEASE = pytest.mark.skipif(released("microdensenet_cifar_tiny", "cifar10") is None,
+                                reason="no shipped tiny release")
+
+
+@NO_RELEASE
 def test_a_shipped_release_in_the_hub_layout_loads_through_timm_with_the_same_logits(tmp_path, capsys):
     out = tmp_path / RELEASE
     assert main(["export", "--checkpoint", RELEASE, "--format", "hub", "--out", str(out)]) == 0
@@ -67,6 +71,7 @@ def test_a_width_scaled_run_round_trips_through_its_model_args(image_tree, tmp_p
     assert "datasets" not in _front_matter((out / "README.md").read_text())  # an image folder names no hub dataset
 
 
+@NO_RELEASE
 def test_a_fault_while_writing_leaves_no_folder_behind(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -78,6 +83,7 @@ def test_a_fault_while_writing_leaves_no_folder_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary twin
 
 
+@NO_RELEASE
 def test_an_existing_folder_or_an_unknown_source_is_one_line(tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     assert main(["export", "--checkpoint", RELEASE, "--format", "hub", "--out", str(tmp_path / "taken")]) == 1

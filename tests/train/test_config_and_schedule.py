@@ -77,6 +77,8 @@ def test_every_committed_run_config_still_loads_as_it_ran(path):
     added_since = {"lr_base_size", "lr_scale"}  # the learning rate's reference batch (2026-12-03)
     saved = yaml.safe_load(path.read_text())
     cfg = resolve_config({}, str(path))
+    if "lr_base_size" not in saved.get("optim", saved):  # saved before rates followed the batch: used as given
+        assert cfg.optim.lr_base_size is None
     optim = {k: v for k, v in dataclasses.asdict(cfg.optim).items() if k not in added_since}
     if "optim" in saved:  # saved in the sections' layout already
         assert peak_lr(cfg.optim, cfg.data.batch_size) == saved["optim"]["lr"]

@@ -34,7 +34,7 @@ def test_a_diverging_run_stops_at_the_first_nonfinite_loss_and_keeps_only_finite
     if last.exists():  # every step is checkpointed: the last one saved holds the weights before the bad step
         state = torch.load(last, map_location="cpu", weights_only=True)
         assert nonfinite(state["state_dict"]) == [] and state["global_step"] <= e.value.step
-        assert f"{last} keeps the weights of step {state['global_step']}" in message
+        assert f"{last} keeps the last weights saved before it (step {state['global_step']})" in message
     else:
         assert "no checkpoint had been saved" in message
 

@@ -76,6 +76,16 @@ def test_wrong_flags_through_the_real_command(args, text, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_single_class_folder_is_refused_before_the_run_folder(tmp_path, capsys):
+    from conftest import make_image_tree
+    tree = make_image_tree(tmp_path / "images", classes=1)
+    rc = main(["train", "--data", "imagefolder", "--data-dir", str(tree), "--out", str(tmp_path / "run"),
+               "--accelerator", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "has one class sub-folder (class0); a classifier needs at least 2" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("argv, text", [
     (["info", "microdensenet_cifar_tiny", "--num-classes", "0"], "argument --num-classes: '0' is out of range"),
     (["eval", "--checkpoint", "x", "--batch-size", "0"], "argument --batch-size: '0' is out of range"),

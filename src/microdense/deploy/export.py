@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from microdense.deploy.fold import FoldReport, fold_batchnorm
-from microdense.errors import ConfigError, WeightsError
+from microdense.errors import ConfigError
 from microdense.io import atomic_path
 from microdense.train.saved_model import LoadedModel
 
@@ -104,7 +104,8 @@ def export_model_file(loaded: LoadedModel, out: os.PathLike, fmt: str, opset: in
     `tolerance`: the largest |logit difference| accepted.
 
     Raises:
-        ConfigError: an unknown format or an unwritable destination. WeightsError: an export that fails its check.
+        ConfigError: an unknown format or an unwritable destination. RuntimeError (a fault of the exporter, with its
+            traceback): an export that fails its check.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -126,7 +127,8 @@ def export_model_file(loaded: LoadedModel, out: os.PathLike, fmt: str, opset: in
         diff = float((got - expected).abs().max())
         same_top1 = bool((got.argmax(1) == expected.argmax(1)).all())
         if not diff <= tolerance or not same_top1:
-            raise WeightsError(f"the {fmt} export disagrees with the source model: max |logit difference| {diff:.2e} "
-                             f"(allowed {tolerance:.0e}), top-1 {'equal' if same_top1 else 'different'}; "
-                             "nothing was written")
+            # NOTE: an exporter's fault, not the user's: it keeps its traceback
+            raise RuntimeError(f"the {fmt} export disagrees with the source model: max |logit difference| "
+                               f"{diff:.2e} (allowed {tolerance:.0e}), top-1 {'equal' if same_top1 else 'different'}; "
+                               "nothing was written")
     return ExportResult(out, fmt, report, diff, len(x))

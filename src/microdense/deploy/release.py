@@ -32,7 +32,7 @@ TRAINING_ONLY_ARGS = ("num_classes", "drop_rate", "drop_path_rate", "memory_effi
 # the recipe values a card names, as dotted fields of the run's config.yaml: always, and when they are set
 KEY_SETTINGS = ("optim.lr", "data.batch_size", "optim.schedule", "optim.weight_decay", "optim.label_smoothing",
                 "run.precision")
-SET_SETTINGS = ("optim.ema_decay", "optim.mixup", "optim.cutmix", "data.cutout", "data.randaugment", "run.time_budget",
+SET_SETTINGS = ("optim.lr_base_size", "optim.ema_decay", "optim.mixup", "optim.cutmix", "data.cutout", "data.randaugment", "run.time_budget",
                 "run.max_steps", "model.pretrained", "model.init_from")
 
 
@@ -204,8 +204,8 @@ def release_weights(run_dir: os.PathLike, tag: str, out_dir: Optional[os.PathLik
         data_note: what the data is, in words, for the card (its name, path and fingerprint are recorded anyway).
 
     Raises:
-        ConfigError: a bad tag, no command, a run of another architecture than the registered one, or files that are
-            truncated or corrupt.
+        ConfigError: a bad tag, no command, or a run of another architecture than the registered one.
+        WeightsError: weights that are truncated, corrupt or not finite.
         FileNotFoundError, FileExistsError: the run folder lacks a file, or the release exists already.
     """
     run_dir = Path(run_dir)

@@ -123,10 +123,11 @@ def read_release(path: Any) -> Dict[str, Any]:
         raise WeightsError(f"{path} is not a microdense release: its header lacks {', '.join(missing)}")
     try:
         meta = {**{k: raw[k] for k in ("architecture", "tag")}, **{k: json.loads(raw[k]) for k in JSON_KEYS}}
-    except json.JSONDecodeError as e:
-        raise WeightsError.corrupt(f"released weights {path} are", f"metadata is not JSON: {e}", RESTORE) from None
-    return dict(meta, mean=tuple(meta["mean"]), std=tuple(meta["std"]), input_size=tuple(meta["input_size"]),
-                classes=list(meta["classes"]), num_classes=int(meta["num_classes"]), crop_pct=float(meta["crop_pct"]))
+        return dict(meta, mean=tuple(meta["mean"]), std=tuple(meta["std"]), input_size=tuple(meta["input_size"]),
+                    classes=list(meta["classes"]), num_classes=int(meta["num_classes"]),
+                    crop_pct=float(meta["crop_pct"]))
+    except (json.JSONDecodeError, TypeError, ValueError) as e:  # not JSON, or JSON holding the wrong kind of value
+        raise WeightsError.corrupt(f"released weights {path} are", f"metadata is not valid: {e}", RESTORE) from None
 
 
 def pretrained_overlay(variant: str, pretrained: bool, tag: Optional[str] = None) -> Dict[str, Any]:

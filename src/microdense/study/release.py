@@ -75,7 +75,15 @@ def release_best_seeds(folder: Path, tag: str, labels: Optional[Sequence[str]] =
     if hub:
         if out_dir is None:
             raise ConfigError("a release in the hub layout needs an out_dir to hold its folders")
-        return [(c, write_hub_folder(str(c.run_dir), Path(out_dir) / f"{c.row['model']}.{tag}",
-                                     command=c.row.get("command"), data_note=data_note)) for c in chosen]
+        targets = [Path(out_dir) / f"{c.row['model']}.{tag}" for c in chosen]
+        for c, target in zip(chosen, targets):
+            same = [o.label for o, t in zip(chosen, targets) if t == target and o is not c]
+            if same:
+                raise ConfigError(f"entries {c.label!r} and {same[0]!r} would both be released as {target.name}; "
+                                  "release them one at a time (--entries) with a tag each")
+            if target.exists():
+                raise ConfigError(f"{target} exists already; remove it or choose another out_dir or tag")
+        return [(c, write_hub_folder(str(c.run_dir), target, command=c.row.get("command"), data_note=data_note))
+                for c, target in zip(chosen, targets)]
     return [(c, release_weights(c.run_dir, tag, out_dir=out_dir, command=c.row.get("command"), data_note=data_note))
             for c in chosen]

@@ -207,8 +207,12 @@ def read_values(path: Path, what: str) -> Dict[str, Any]:
         raise ConfigError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path} must hold a mapping of field: value")
-    data.pop(PROVENANCE_KEY, None)
-    return nest(data, f"{what} {path}", legacy=True)
+    saved_by_a_run = data.pop(PROVENANCE_KEY, None) is not None or "model_kwargs" in data  # either layout's mark
+    values = nest(data, f"{what} {path}", legacy=True)
+    if saved_by_a_run and "lr_base_size" not in values.get("optim", {}):
+        # NOTE: saved before rates followed the batch: the run used its rate as given, and resumes so
+        values.setdefault("optim", {})["lr_base_size"] = None
+    return values
 
 
 def recipe_values(name: str) -> Dict[str, Any]:

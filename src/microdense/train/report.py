@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 
 from microdense.io import atomic_write_text
 from microdense.plots import pyplot, save_png
-from microdense.train.run_folder import METRICS_FILE
+from microdense.train.run_folder import CURVES_FILE, METRICS_FILE
 
 COLUMNS = ("epoch", "step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "img_s", "train_s")
 
@@ -90,4 +90,4 @@ class EpochReport(pl.Callback):
             return
         self.rows = [r for r in self.rows if int(r["epoch"]) < row["epoch"]] + [row]
         write_metrics(self.run_dir / METRICS_FILE, self.rows)
-        plot_run_curves(self.run_dir / "curves.png", self.rows)
+        plot_run_curves(self.run_dir / CURVES_FILE, self.rows)

@@ -217,16 +217,14 @@ def _fit(trainer: pl.Trainer, system: ClassificationSystem, datamodule: ImageDat
     try:
         trainer.fit(system, datamodule=datamodule, ckpt_path=resume_from)
         if nonfinite(system._eval_model().state_dict()):  # the very last step overflowed: nothing is exported
-            raise TrainingDiverged(f"training diverged at its last step ({trainer.global_step}): the final weights "
-                                   "hold NaN or inf; lower optim.lr (--lr), or clip gradients (optim.grad_clip), and "
-                                   "start again", step=trainer.global_step, loss=float("nan"),
-                                   lr=trainer.optimizers[0].param_groups[0]["lr"])
+            raise TrainingDiverged.at(trainer.global_step, f"at its last step ({trainer.global_step}): the final "
+                                      "weights hold NaN or inf", trainer.optimizers[0].param_groups[0]["lr"])
     except StopRequested as e:
         raise TrainingInterrupted(run_dir, stopper.checkpoint, e.step) from None
     except TrainingDiverged as e:
         last = last_checkpoint(run_dir)
-        kept = (f"{last} keeps the weights of step {_checkpoint_step(last)}, the last finite ones" if last.exists()
-                else "no checkpoint had been saved before it")
+        kept = (f"{last} keeps the last weights saved before it (step {_checkpoint_step(last)}), all finite"
+                if last.exists() else "no checkpoint had been saved before it")
         raise TrainingDiverged(f"{e}; {kept}", e.step, e.loss, e.lr) from None
     except SystemExit:  # Lightning exits after a KeyboardInterrupt it caught (a second Ctrl-C)
         if stopper.requested:

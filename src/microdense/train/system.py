@@ -130,12 +130,12 @@ class ClassificationSystem(pl.LightningModule):
         if self.trainer.world_size > 1:  # every rank stops at the same step, or the others wait forever
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             number = float(value.detach())
-            raise TrainingDiverged(
-                f"training diverged at step {self.global_step}: {what} {number:g} at learning rate {lr:g}; "
-                "lower optim.lr (--lr), or clip gradients (optim.grad_clip), and start again", step=self.global_step,
-                loss=number, lr=lr)
+            raise TrainingDiverged.at(self.global_step, f"at step {self.global_step}: {what} {number:g}",
+                                      self._lr(), loss=number)
+
+    def _lr(self) -> float:
+        return self.trainer.optimizers[0].param_groups[0]["lr"]
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Optional[float] = None,
                                     gradient_clip_algorithm: Optional[str] = None) -> None:
@@ -144,7 +144,9 @@ class ClassificationSystem(pl.LightningModule):
         if not gradient_clip_val:
             return
         norm = torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
-        self._stop_if_diverged(norm, "gradient norm")
+        # NOTE: under fp16's loss scaling an inf norm is routine: the scaler skips that step and lowers its scale
+        if getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            self._stop_if_diverged(norm, "gradient norm")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
@@ -184,10 +186,8 @@ class ClassificationSystem(pl.LightningModule):
         # NOTE: a step can overflow the weights with a finite loss; no checkpoint (best, last) may keep such weights
         bad = nonfinite(checkpoint["state_dict"])
         if bad:
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            raise TrainingDiverged(f"training diverged by step {self.global_step}: {bad[0]} holds NaN or inf at "
-                                   f"learning rate {lr:g}; lower optim.lr (--lr), or clip gradients (optim.grad_clip), "
-                                   "and start again", step=self.global_step, loss=float("nan"), lr=lr)
+            raise TrainingDiverged.at(self.global_step, f"by step {self.global_step}: {bad[0]} holds NaN or inf",
+                                      self._lr())
         if self.run_info is not None:
             checkpoint[RUN_INFO_KEY] = self.run_info.to_dict()
         checkpoint[PROGRESS_KEY] = self.progress.state_dict()
