@@ -1,0 +1,25 @@
+"""Every study row committed outside the archive names the code and libraries that made it, so each published
+figure can be traced to a commit and re-run (docs/results/archive/ holds the older rows that cannot)."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+ROWS = [(path, number, line) for path in sorted(RESULTS.glob("**/results.jsonl")) if "archive" not in path.parts
+        for number, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+
+
+def test_there_are_committed_rows_to_check():
+    assert len({path.parent.name for path, _, _ in ROWS}) >= 3
+
+
+@pytest.mark.parametrize("path, number, line", ROWS,
+                         ids=[f"{p.parent.name}:{n}" for p, n, _ in ROWS])
+def test_every_committed_row_names_its_commit_and_libraries(path, number, line):
+    provenance = json.loads(line).get("provenance") or {}
+    code, versions = provenance.get("code") or {}, provenance.get("versions") or {}
+    assert re.fullmatch(r"[0-9a-f]{40}", code.get("commit") or ""), "no commit: re-run it, or move it to archive/"
+    assert code.get("dirty") is False, "made from a tree with uncommitted changes"
+    assert {"torch", "torchvision", "timm", "lightning"} <= versions.keys()
