@@ -6,6 +6,8 @@
 #   scripts/study-lanes.sh STUDY OUT N "SHARDS OF LANE A" "SHARDS OF LANE B"
 #   e.g. scripts/study-lanes.sh postact docs/results/postact 4 "0 3" "1 2"
 #
+# To stop: pkill -f study-lanes.sh (the lanes' loops first, or they start their next shard), then
+# pkill -INT -f 'microdense_cli study run' (each run saves its last checkpoint and exits).
 # Shard I/N is run I of the study's plan (entries in file order, seed by seed); give each lane equal work.
 # Equal epochs only: lanes share the machine, so their timings are not benchmarks. A study of equal time runs in one
 # lane with every core and nothing else running: THREADS=2 scripts/study-lanes.sh STUDY OUT 1 "0" ""
