@@ -12,18 +12,17 @@ import statistics
 import sys
 from pathlib import Path
 
+from microdense.study.results import RESULTS_FILE, read_rows
+
 FLOOR = 0.3  # points
 
 
 def means(folder: Path) -> dict:
     """label -> (mean, sample std or 0, runs) of val top-1 in points, from a study folder's results.jsonl (none yet: empty)."""
     by_entry: dict = {}
-    rows = folder / "results.jsonl"
-    for line in (rows.read_text().splitlines() if rows.exists() else []):
-        if line.strip():
-            row = json.loads(line)
-            if row.get("val_top1") is not None:  # a diverged run has no accuracy
-                by_entry.setdefault(row["entry"], []).append(100 * row["val_top1"])
+    for row in read_rows(folder / RESULTS_FILE):
+        if row.get("val_top1") is not None:  # a diverged run has no accuracy
+            by_entry.setdefault(row["entry"], []).append(100 * row["val_top1"])
     return {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for k, v in by_entry.items()}
 
 

@@ -13,14 +13,15 @@ import statistics
 import sys
 from pathlib import Path
 
+from microdense.study.results import RESULTS_FILE, read_rows
+
 FLOOR = 0.3  # points
 
 
 def top1_by_seed(folder: Path) -> dict:
     """label -> {seed: val top-1 in points} from a study folder's results.jsonl (diverged runs left out)."""
-    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
     out: dict = {}
-    for r in rows:
+    for r in read_rows(folder / RESULTS_FILE):
         if r.get("val_top1") is not None:
             out.setdefault(r["entry"], {})[r["seed"]] = 100 * r["val_top1"]
     return out

@@ -1,7 +1,10 @@
 """Every study row committed outside the archive names the code and libraries that made it, so each published
-figure can be traced to a commit and re-run (docs/results/archive/ holds the older rows that cannot)."""
+figure can be traced to a commit and re-run (docs/results/archive/ holds the older rows that cannot), and every
+committed decision follows from those rows by its study's rule."""
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,3 +26,20 @@ def test_every_committed_row_names_its_commit_and_libraries(path, number, line):
     assert re.fullmatch(r"[0-9a-f]{40}", code.get("commit") or ""), "no commit: re-run it, or move it to archive/"
     assert code.get("dirty") is False, "made from a tree with uncommitted changes"
     assert {"torch", "torchvision", "timm", "lightning"} <= versions.keys()
+
+
+SCRIPTS = RESULTS.parents[1] / "scripts"
+DECISIONS = sorted(RESULTS.glob("*/decision.txt"))
+
+
+def test_there_are_committed_decisions_to_check():
+    assert {p.parent.name for p in DECISIONS} >= {"ablation", "group-width", "postact"}
+
+
+@pytest.mark.parametrize("decision", DECISIONS, ids=[p.parent.name for p in DECISIONS])
+def test_every_committed_decision_is_what_its_rule_says_of_the_committed_rows(decision):
+    """The decision files quoted in README are re-derived from the rows beside them by the study's own rule."""
+    proc = subprocess.run([sys.executable, str(SCRIPTS / f"{decision.parent.name}-decide.py")], cwd=RESULTS.parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == decision.read_text()
