@@ -6,8 +6,8 @@
 #   scripts/study-lanes.sh STUDY OUT N "SHARDS OF LANE A" "SHARDS OF LANE B"
 #   e.g. scripts/study-lanes.sh postact docs/results/postact 4 "0 3" "1 2"
 #
-# To stop: pkill -f study-lanes.sh (the lanes' loops first, or they start their next shard), then
-# pkill -INT -f 'microdense_cli study run' (each run saves its last checkpoint and exits).
+# To stop: pkill -f study-lanes.sh (or Ctrl-C where it runs in the foreground). Each running run gets one SIGINT, on
+# which it saves its last checkpoint and exits, and no lane starts another; the same command resumes.
 # Shard I/N is run I of the study's plan (entries in file order, seed by seed); give each lane equal work.
 # Equal epochs only: lanes share the machine, so their timings are not benchmarks. A study of equal time runs in one
 # lane with every core and nothing else running: THREADS=2 scripts/study-lanes.sh STUDY OUT 1 "0" ""
@@ -22,18 +22,47 @@ OUT=$(cd "$OUT" && pwd)
 COMMIT=$(cat "$OUT/lanes-commit")
 TREE=$(cd .. && pwd)/worktrees/$STUDY-${COMMIT:0:7}
 [ -d "$TREE" ] || git worktree add --detach "$TREE" "$COMMIT" > /dev/null
-PYTHON=$(pwd)/.venv/bin/python
+PYTHON=${PYTHON:-$(pwd)/.venv/bin/python}
+
+# Wait for process $1 to end, through the stops that interrupt `wait`; return its exit status.
+await() {
+  local status
+  while true; do
+    status=0
+    wait "$1" || status=$?
+    kill -0 "$1" 2> /dev/null || return "$status"
+  done
+}
+
+# A lane runs its shards one after another. A stop (TERM) becomes one SIGINT to the running run. Each run has its own
+# session, so a terminal's Ctrl-C reaches it only through its lane, once (a second SIGINT would abort it unsaved), and
+# SIGINT's default action is restored for it (a background job starts with SIGINT ignored).
 lane() {
-  local log=$1; shift
+  local log=$1 run="" stopping="" status; shift
+  trap '[ -n "$stopping" ] || { stopping=1; [ -z "$run" ] || kill -INT "$run" 2> /dev/null || true; }' TERM
   for shard in "$@"; do
-    (cd "$TREE" && OMP_NUM_THREADS=$THREADS PYTHONPATH="$TREE/src" nice "$PYTHON" -m microdense_cli study run "$STUDY" \
-      --data imagefolder --data-dir "$DATA" --out "$OUT" --shard "$shard/$N" --quiet) \
-      >> "$OUT/lane-$log.log" 2>&1
+    (cd "$TREE" && OMP_NUM_THREADS=$THREADS PYTHONPATH="$TREE/src" exec setsid env --default-signal=INT nice \
+      "$PYTHON" -m microdense_cli study run "$STUDY" --data imagefolder --data-dir "$DATA" --out "$OUT" \
+      --shard "$shard/$N" --quiet) >> "$OUT/lane-$log.log" 2>&1 &
+    run=$!
+    status=0
+    await "$run" || status=$?
+    [ "$status" -eq 0 ] || return "$status"
+    [ -z "$stopping" ] || return 130
   done
 }
 # shellcheck disable=SC2086
 lane a $LANE_A & a=$!
 # shellcheck disable=SC2086
 lane b $LANE_B & b=$!
-wait "$a" "$b"
+trap 'echo "study-lanes: stopping; each run saves its last checkpoint" >&2; kill -TERM "$a" "$b" 2> /dev/null || true' \
+  INT TERM
+status_a=0 status_b=0
+await "$a" || status_a=$?
+await "$b" || status_b=$?
+if [ "$status_a" -ne 0 ] || [ "$status_b" -ne 0 ]; then
+  echo "study-lanes: lanes ended with status $status_a / $status_b (logs: $OUT/lane-a.log, lane-b.log);" \
+    "the same command resumes" >&2
+  exit 1
+fi
 (cd "$TREE" && PYTHONPATH="$TREE/src" "$PYTHON" -m microdense_cli study report "$OUT")

@@ -109,3 +109,81 @@ def test_group_width_decision_rule(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "d=16" not in out.split("(2)")[1]  # out at step (1), so its faster, more accurate timed runs do not count
     assert out.splitlines()[-1] == "winner: d=8"
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# Stands in for the venv's python: records each call; a study run waits for $FINISH, or saves and exits on SIGINT.
+# Every SIGINT is recorded, also one that comes while it saves.
+echo "$*" >> "$CALLS"
+case "$*" in *"study report"*) exit 0 ;; esac
+trap 'echo "SIGINT $*" >> "$CALLS"; stopping=1' INT
+while [ ! -e "$FINISH" ] && [ -z "${stopping:-}" ]; do sleep 0.05; done
+[ -z "${stopping:-}" ] || { sleep 0.5; exit 130; }
+"""
+
+
+@pytest.fixture
+def lanes(tmp_path):
+    """A repository holding study-lanes.sh, and the environment that runs it against a fake python."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "study-lanes.sh").write_text((SCRIPTS / "study-lanes.sh").read_text())
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["init", "-q"], cwd=repo, check=True)
+    subprocess.run(git + ["add", "."], cwd=repo, check=True)
+    subprocess.run(git + ["commit", "-qm", "lanes"], cwd=repo, check=True)
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "DATA": str(tmp_path), "CALLS": str(tmp_path / "calls"),
+           "FINISH": str(tmp_path / "finish")}
+    command = ["bash", str(repo / "scripts" / "study-lanes.sh"), "s", str(tmp_path / "out"), "3", "0 2", "1"]
+    return repo, env, command, tmp_path / "calls"
+
+
+def _shards(calls: Path) -> list:
+    return sorted(line.split("--shard ")[1].split()[0] for line in calls.read_text().splitlines()
+                  if line.startswith("-m microdense_cli study run"))
+
+
+def test_study_lanes_run_every_shard_from_the_pinned_commit_then_report(lanes):
+    repo, env, command, calls = lanes
+    Path(env["FINISH"]).touch()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert _shards(calls) == ["0/3", "1/3", "2/3"]
+    assert calls.read_text().splitlines()[-1].startswith("-m microdense_cli study report")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert (Path(env["DATA"]) / "out" / "lanes-commit").read_text().strip() == head
+    assert (repo.parent / "worktrees" / f"s-{head[:7]}" / "scripts" / "study-lanes.sh").exists()
+
+
+@pytest.mark.parametrize("stop", ["the script", "every study-lanes process", "the script, twice"])
+def test_study_lanes_stop_gives_each_run_one_sigint_and_starts_nothing_more(lanes, stop):
+    """`pkill -f study-lanes.sh` (TERM to the script and its lanes), a TERM to the script alone, or a stop repeated
+    while the runs save: each running run gets exactly one SIGINT (a second would abort it without its checkpoint),
+    lane a never starts its second shard, and no report is written."""
+    import signal
+    import time
+    repo, env, command, calls = lanes
+    # started as `(setsid nohup scripts/study-lanes.sh ... &)` starts it: in its own session, with SIGINT ignored
+    proc = subprocess.Popen(["bash", "-c", 'trap "" INT; exec "$@"', "-", *command], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (calls.exists() and len(_shards(calls)) == 2):
+        assert time.monotonic() < deadline and proc.poll() is None, "the two lanes' first runs never started"
+        time.sleep(0.05)
+    if stop.startswith("the script"):
+        proc.send_signal(signal.SIGTERM)
+        if stop.endswith("twice"):
+            time.sleep(0.2)  # the runs are saving (0.5 s)
+            proc.send_signal(signal.SIGTERM)
+    else:
+        subprocess.run(["pkill", "-f", str(repo / "scripts" / "study-lanes.sh")], check=True)
+    _, err = proc.communicate(timeout=30)
+    lines = calls.read_text().splitlines()
+    assert proc.returncode == 1
+    assert _shards(calls) == ["0/3", "1/3"]
+    assert sorted(line.split("--shard ")[1].split()[0] for line in lines if line.startswith("SIGINT")) == ["0/3", "1/3"]
+    assert not any("study report" in line for line in lines)
+    assert err.strip().splitlines()[-1].endswith("the same command resumes")
