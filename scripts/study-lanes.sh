@@ -30,39 +30,52 @@ await() {
   while true; do
     status=0
     wait "$1" || status=$?
-    kill -0 "$1" 2> /dev/null || return "$status"
+    kill -0 "$1" 2> /dev/null || { wait "$1"; return; }  # ended: its own status, not the interrupted wait's
   done
 }
 
-# A lane runs its shards one after another. A stop (TERM) becomes one SIGINT to the running run. Each run has its own
-# session, so a terminal's Ctrl-C reaches it only through its lane, once (a second SIGINT would abort it unsaved), and
-# SIGINT's default action is restored for it (a background job starts with SIGINT ignored).
+# A lane runs its shards one after another. A stop (TERM) becomes one SIGINT to the running run, however often it
+# comes, and no shard starts after it. Each run has its own session, so a terminal's Ctrl-C reaches it only through
+# its lane (a second SIGINT would abort it unsaved), and SIGINT's default action restored (a background job starts
+# with SIGINT ignored).
 lane() {
-  local log=$1 run="" stopping="" status; shift
-  trap '[ -n "$stopping" ] || { stopping=1; [ -z "$run" ] || kill -INT "$run" 2> /dev/null || true; }' TERM
+  local log=$1 run="" interrupted="" stopping="" status; shift
+  interrupt() { [ -z "$run" ] || [ -n "$interrupted" ] || { interrupted=1; kill -INT "$run" 2> /dev/null || true; }; }
+  trap 'stopping=1; interrupt' TERM
   for shard in "$@"; do
+    [ -z "$stopping" ] || return 130
+    interrupted=""
     (cd "$TREE" && OMP_NUM_THREADS=$THREADS PYTHONPATH="$TREE/src" exec setsid env --default-signal=INT nice \
       "$PYTHON" -m microdense_cli study run "$STUDY" --data imagefolder --data-dir "$DATA" --out "$OUT" \
       --shard "$shard/$N" --quiet) >> "$OUT/lane-$log.log" 2>&1 &
     run=$!
+    [ -z "$stopping" ] || interrupt  # the stop came while the run was starting
     status=0
     await "$run" || status=$?
+    run=""
     [ "$status" -eq 0 ] || return "$status"
-    [ -z "$stopping" ] || return 130
   done
+  [ -z "$stopping" ] || return 130
 }
+a="" b="" stopped=""
+stop() {
+  stopped=1
+  echo "study-lanes: stopping; each run saves its last checkpoint" >&2
+  for lane in $a $b; do kill -TERM "$lane" 2> /dev/null || true; done
+}
+trap stop INT TERM
 # shellcheck disable=SC2086
 lane a $LANE_A & a=$!
 # shellcheck disable=SC2086
 lane b $LANE_B & b=$!
-trap 'echo "study-lanes: stopping; each run saves its last checkpoint" >&2; kill -TERM "$a" "$b" 2> /dev/null || true' \
-  INT TERM
+[ -z "$stopped" ] || stop  # the stop came while the lanes were starting
 status_a=0 status_b=0
 await "$a" || status_a=$?
 await "$b" || status_b=$?
-if [ "$status_a" -ne 0 ] || [ "$status_b" -ne 0 ]; then
+if [ -n "$stopped" ] || [ "$status_a" -ne 0 ] || [ "$status_b" -ne 0 ]; then
   echo "study-lanes: lanes ended with status $status_a / $status_b (logs: $OUT/lane-a.log, lane-b.log);" \
     "the same command resumes" >&2
   exit 1
 fi
+trap - INT TERM
 (cd "$TREE" && PYTHONPATH="$TREE/src" "$PYTHON" -m microdense_cli study report "$OUT")
