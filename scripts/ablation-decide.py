@@ -15,7 +15,7 @@ from microdense.study.results import RESULTS_FILE, read_rows
 
 FLOOR = 0.3  # points
 CLAIMS = {"residual": "micro-dense aggregation", "constant": "pyramidal widths", "fixed": "adaptive cardinality",
-          "dense": "the block shortcut (global residual learning)"}
+          "dense": "the block shortcut: global residual learning"}
 
 
 def verdict(d: list) -> str:
