@@ -36,7 +36,7 @@ await() {
 
 # A lane runs its shards one after another. A stop (TERM) becomes one SIGINT to the running run, however often it
 # comes, and no shard starts after it. Each run has its own session, so a terminal's Ctrl-C reaches it only through
-# its lane (a second SIGINT would abort it unsaved), and SIGINT's default action restored (a background job starts
+# its lane (a second SIGINT would abort it unsaved), and gets SIGINT's default action back (a background job starts
 # with SIGINT ignored).
 lane() {
   local log=$1 run="" interrupted="" stopping="" status; shift
