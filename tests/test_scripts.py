@@ -37,6 +37,13 @@ def _script_module(name: str):
     return module
 
 
+def _rows(folder: Path, rows) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.jsonl").write_text("".join(
+        json.dumps({"entry": e, "seed": s, "val_top1": v}) + "\n" for e, s, v in rows))
+    return str(folder)
+
+
 @pytest.mark.parametrize("d, expected", [
     ([1.0, 0.9], "SUPPORTED"),
     ([0.2, 0.25], "NOT SETTLED at this size"),  # same sign, inside the 0.3-point floor
@@ -51,21 +58,12 @@ def test_ablation_decision_rule(d, expected):
 def test_ablation_decide_pairs_each_variant_with_the_default_at_the_same_seed(tmp_path, capsys):
     rows = [("default", 0, 0.87), ("default", 1, 0.86), ("residual", 0, 0.84), ("residual", 1, 0.85),
             ("constant", 0, 0.86), ("fixed", 1, None)]  # constant has one seed in; fixed's only run diverged
-    (tmp_path / "results.jsonl").write_text("".join(
-        json.dumps({"entry": e, "seed": s, "val_top1": v}) + "\n" for e, s, v in rows))
-    assert _script_module("ablation-decide").main(str(tmp_path)) == 0
+    assert _script_module("ablation-decide").main(_rows(tmp_path, rows)) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("residual (micro-dense aggregation): default - residual by seed +3.00 / +1.00; mean +2.00")
     assert out[0].endswith("-> SUPPORTED")
     assert out[1] == "constant (pyramidal widths): 1 seed(s) paired with the default; no verdict yet"
     assert out[2] == "fixed (adaptive cardinality): 0 seed(s) paired with the default; no verdict yet"
-
-
-def _rows(folder: Path, rows) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.jsonl").write_text("".join(
-        json.dumps({"entry": e, "seed": s, "val_top1": v}) + "\n" for e, s, v in rows))
-    return str(folder)
 
 
 WORSE_PER_EPOCH = "pre-activation stays (post-activation is worse per epoch than two seeds can resolve)"
@@ -150,9 +148,10 @@ def lanes(tmp_path):
     return repo, env, command, tmp_path / "calls"
 
 
-def _shards(calls: Path) -> list:
+def _shards(calls: Path, prefix: str = "-m microdense_cli study run") -> list:
+    """The shards of the fake's recorded lines that start with `prefix` (its study runs, or the SIGINTs they got)."""
     return sorted(line.split("--shard ")[1].split()[0] for line in calls.read_text().splitlines()
-                  if line.startswith("-m microdense_cli study run"))
+                  if line.startswith(prefix))
 
 
 def test_study_lanes_run_every_shard_from_the_pinned_commit_then_report(lanes):
@@ -182,10 +181,6 @@ def test_study_lanes_stop_gives_each_run_one_sigint_and_starts_nothing_more(lane
             assert time.monotonic() < deadline, what
             time.sleep(0.05)
 
-    def sigints():
-        return sorted(line.split("--shard ")[1].split()[0] for line in calls.read_text().splitlines()
-                      if line.startswith("SIGINT"))
-
     # started as `(setsid nohup scripts/study-lanes.sh ... &)` starts it: in its own session, with SIGINT ignored
     proc = subprocess.Popen(["bash", "-c", 'trap "" INT; exec "$@"', "-", *command], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -195,7 +190,7 @@ def test_study_lanes_stop_gives_each_run_one_sigint_and_starts_nothing_more(lane
             subprocess.run(["pkill", "-f", str(repo / "scripts" / "study-lanes.sh")], check=True)
         else:
             proc.send_signal(signal.SIGTERM)
-        wait_for(lambda: len(sigints()) == 2, "the stop did not reach both runs")
+        wait_for(lambda: len(_shards(calls, "SIGINT")) == 2, "the stop did not reach both runs")
         if stop.endswith("twice"):
             proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)  # time for a second SIGINT to arrive, were one sent
@@ -208,6 +203,6 @@ def test_study_lanes_stop_gives_each_run_one_sigint_and_starts_nothing_more(lane
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 1
     assert _shards(calls) == ["0/3", "1/3"]
-    assert sigints() == ["0/3", "1/3"]
+    assert _shards(calls, "SIGINT") == ["0/3", "1/3"]
     assert not any("study report" in line for line in calls.read_text().splitlines())
     assert err.strip().splitlines()[-1].endswith("the same command resumes")
