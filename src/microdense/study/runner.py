@@ -27,6 +27,7 @@ from microdense.io import atomic_write_text
 from microdense.models import check_model_name
 from microdense.models.config import check_sources
 from microdense.provenance import code_state, provenance, source_root
+from microdense.study.decision import as_data
 from microdense.study.results import RESULTS_FILE, append_row, read_rows
 from microdense.study.spec import Entry, PlannedRun, Study, plan, run_config
 from microdense.study.width import match_params, param_count
@@ -128,7 +129,8 @@ def _study_text(study: Study, entries: Dict[str, ResolvedEntry]) -> str:
                 reference=study.reference,
                 entries=[dict(label=r.entry.label, model=r.entry.model, kwargs=r.kwargs,
                               **({"overrides": r.entry.overrides} if r.entry.overrides else {}))
-                         for r in (entries[e.label] for e in study.entries)])
+                         for r in (entries[e.label] for e in study.entries)],
+                **{name: as_data(getattr(study, name)) for name in ("decision", "bench") if getattr(study, name)})
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 

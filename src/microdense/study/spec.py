@@ -27,9 +27,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from microdense.errors import ConfigError
+from microdense.study.decision import BenchLeg, parse_bench, parse_decision
 from microdense.train.config import TrainConfig, merge, nest, resolve_config
 
-STUDY_FIELDS = ("name", "description", "claim", "data", "recipe", "overrides", "budget", "seeds", "reference", "entries")
+STUDY_FIELDS = ("name", "description", "claim", "data", "recipe", "overrides", "budget", "seeds", "reference", "entries",
+                "decision", "bench")
 ENTRY_FIELDS = ("label", "model", "kwargs", "overrides", "params_like")
 BUDGETS = ("epochs", "steps", "time_budget")
 SMOKE = dict(data=dict(name="synthetic", val_split=None, root=None, limit_images=4, batch_size=2, workers=0),
@@ -61,6 +63,8 @@ class Study:
     reference: str
     entries: Tuple[Entry, ...]
     description: str = ""
+    decision: Optional[Any] = None  # the rule written before the first run (microdense.study.decision)
+    bench: Optional[BenchLeg] = None  # the speed leg
 
     def entry(self, label: str) -> Entry:
         return next(e for e in self.entries if e.label == label)
@@ -165,7 +169,9 @@ def parse_study(raw: Any, name: str, where: str) -> Study:
     return Study(name=str(raw.get("name", name)), claim=str(raw.get("claim", "")), data=dict(raw.get("data") or {}),
                  recipe=str(raw.get("recipe", TrainConfig.recipe)), overrides=overrides, budget=dict(budget),
                  seeds=tuple(seeds), reference=reference, entries=entries,
-                 description=str(raw.get("description", "")).strip())
+                 description=str(raw.get("description", "")).strip(),
+                 decision=parse_decision(raw.get("decision"), where, [e.label for e in entries]),
+                 bench=parse_bench(raw.get("bench"), where))
 
 
 def load_study(study: str) -> Study:
