@@ -251,6 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("package", "hub"), default="package",
                    help="package: <model>.<TAG>.safetensors and .md (what timm.create_model(model, pretrained=True) "
                         "loads); hub: a folder <model>.<TAG> in the model hubs' layout, in --out (required)")
+    q = study.add_parser("decide", help="apply a study's decision rule to its rows: DIR/decision.txt",
+                         description="The rule is the study file's decision section as it stood at the commit of the "
+                                     "study's first row; a rule changed since is reported and refused.")
+    q.add_argument("study", metavar="STUDY", help="a study YAML file, or a packaged study's name")
+    q.add_argument("--out", required=True, metavar="DIR", help="the study's folder (holds results.jsonl)")
+    q.add_argument("--accept-changed-rule", action="store_true",
+                   help="decide although the rule differs from the one registered before the first row (decision.txt "
+                        "says so)")
+    q = study.add_parser("bench", help="a study's speed leg: its entries side by side in `microdense bench`, alone on "
+                                       "the machine; DIR/bench.json and bench.txt")
+    q.add_argument("study", metavar="STUDY", help="a study YAML file, or a packaged study's name")
+    q.add_argument("--out", required=True, metavar="DIR", help="the study's folder (holds study.yaml)")
     study.add_parser("list", help="the packaged studies and the claim each tests")
     return parser
 

@@ -44,28 +44,6 @@ def _rows(folder: Path, rows) -> str:
     return str(folder)
 
 
-@pytest.mark.parametrize("d, expected", [
-    ([1.0, 0.9], "SUPPORTED"),
-    ([0.2, 0.25], "NOT SETTLED at this size"),  # same sign, inside the 0.3-point floor
-    ([3.0, 0.5], "NOT SETTLED at this size"),  # same sign, mean 1.75 inside the seeds' spread 1.77
-    ([2.0, -0.1], "NOT SETTLED at this size"),  # the seeds disagree
-    ([-1.0, -1.2], "CONTRADICTED"),
-])
-def test_ablation_decision_rule(d, expected):
-    assert _script_module("ablation-decide").verdict(d) == expected
-
-
-def test_ablation_decide_pairs_each_variant_with_the_default_at_the_same_seed(tmp_path, capsys):
-    rows = [("default", 0, 0.87), ("default", 1, 0.86), ("residual", 0, 0.84), ("residual", 1, 0.85),
-            ("constant", 0, 0.86), ("fixed", 1, None)]  # constant has one seed in; fixed's only run diverged
-    assert _script_module("ablation-decide").main(_rows(tmp_path, rows)) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("residual (micro-dense aggregation): default - residual by seed +3.00 / +1.00; mean +2.00")
-    assert out[0].endswith("-> SUPPORTED")
-    assert out[1] == "constant (pyramidal widths): 1 seed(s) paired with the default; no verdict yet"
-    assert out[2] == "fixed (adaptive cardinality): 0 seed(s) paired with the default; no verdict yet"
-
-
 WORSE_PER_EPOCH = "pre-activation stays (post-activation is worse per epoch than two seeds can resolve)"
 TRAILS = "pre-activation stays (post-activation trails at equal time)"
 POST = "post-activation becomes the default"

@@ -152,42 +152,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+def _run_bench(specs: List[str], batch_size: int, steps: int, warmup: int, latency_runs: int, rounds: int,
+               device: str = "cpu", pipeline: bool = False, kernels: bool = False, profile: bool = False) -> dict:
+    """`run_bench` under a progress bar on stderr; every spec is checked first, so a bad one is one line."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-    from rich.table import Table
 
-    from microdense.bench.run import plot_bench, run_bench, write_json
+    from microdense.bench.run import run_bench
     from microdense.bench.worker import check_spec
 
-    backends = [b for b in args.backend.split(",") if b]
-    specs = [s if b == "eager" else f"{s}:backend={b}" for s in args.models.split(",") if s for b in backends]
     if not specs:
         raise UserError("--models needs at least one model name", exit_code=2)
     for spec in specs:  # before the progress bar: a bad spec is one line, not a half-drawn bar
         check_spec(spec)
-    console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("probing matmul rate", total=len(specs) * args.rounds)
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+        task = bar.add_task("probing matmul rate", total=len(specs) * rounds)
 
         def progress(done: int, spec: str) -> None:
             bar.update(task, completed=done, description=f"benchmarking {spec}")
 
-        report = run_bench(specs, args.batch_size, args.steps, args.warmup, args.device, args.latency_runs,
-                           args.pipeline, progress, args.kernels, args.profile, args.rounds)
-        bar.update(task, completed=len(specs) * args.rounds, description="done")
+        report = run_bench(specs, batch_size, steps, warmup, device, latency_runs, pipeline, progress, kernels,
+                           profile, rounds)
+        bar.update(task, completed=len(specs) * rounds, description="done")
+    return report
+
+
+def _print_bench(out, report: dict, batch_size: int, rounds: int, pipeline: bool = False) -> None:
+    """The machine's line and one table row per spec."""
+    from rich.table import Table
+
     m = report["machine"]
-    out = _console()
     out.print(f"{m.get('gpu', m['cpu'])}, {m['cores']} cores, torch {m['torch']} ({m['device']}, "
               f"{m['torch_threads']} threads); dense fp32 matmul {m['matmul_fp32_flops'] / 1e9:.1f} GFLOP/s; "
-              f"batch {args.batch_size}" + (f"; medians of {args.rounds} rounds" if args.rounds > 1 else ""),
-              soft_wrap=True)
+              f"batch {batch_size}" + (f"; medians of {rounds} rounds" if rounds > 1 else ""), soft_wrap=True)
     table = Table(show_edge=False)
     cols = ["model", "params", "MACs", "train img/s", "infer img/s", "latency ms", "peak MB", "efficiency"]
-    if args.pipeline:
+    if pipeline:
         cols += ["pipeline img/s", "overhead"]
     for col in cols:
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -195,10 +196,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
         row = [r["model"], _fmt_count(r["params"]), _fmt_count(r["macs"]), _fmt(r["train_img_s"], "{:.1f}"),
                _fmt(r["infer_img_s"], "{:.1f}"), _fmt(r["latency_ms"], "{:.2f}"), _fmt(r["peak_mem_mb"], "{:.0f}"),
                _fmt(r["efficiency"], "{:.2f}")]
-        if args.pipeline:
+        if pipeline:
             row += [_fmt(r.get("pipeline_img_s"), "{:.1f}"), _fmt(r.get("pipeline_overhead"), "{:+.1%}")]
         table.add_row(*row)
     out.print(table)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from microdense.bench.run import plot_bench, write_json
+
+    backends = [b for b in args.backend.split(",") if b]
+    specs = [s if b == "eager" else f"{s}:backend={b}" for s in args.models.split(",") if s for b in backends]
+    report = _run_bench(specs, args.batch_size, args.steps, args.warmup, args.latency_runs, args.rounds, args.device,
+                        args.pipeline, args.kernels, args.profile)
+    out = _console()
+    _print_bench(out, report, args.batch_size, args.rounds, args.pipeline)
     for r in report["results"] if args.profile else []:
         p = r["profile"]
         out.print(f"{r['model']}: {p['step_ms']:.0f} ms per step: " + "; ".join(
@@ -312,6 +326,33 @@ def cmd_study(args: argparse.Namespace) -> int:
         _console().print(report.table)
         written = [str(p) for p in (report.markdown, report.plot, report.curves) if p]
         print(f"wrote {', '.join(written[:-1])} and {written[-1]}")
+        return 0
+    if args.study_command == "decide":
+        from microdense.study.decide import decide, study_path, write_decision
+        decision = decide(load_study(args.study), study_path(args.study), Path(args.out))
+        print(decision.text(args.accept_changed_rule), end="")
+        print(f"wrote {write_decision(decision, Path(args.out), args.accept_changed_rule)}")
+        return 0
+    if args.study_command == "bench":
+        from rich.console import Console
+
+        from microdense.bench.run import write_json
+        from microdense.io import atomic_write_text
+        from microdense.study.speed_leg import bench_specs, study_as_run
+
+        study, folder = load_study(args.study), Path(args.out)
+        if study.bench is None:
+            raise UserError(f"study {study.name} has no bench section: it names no speed leg to measure", exit_code=2)
+        leg = study.bench
+        specs = bench_specs(study_as_run(folder)["entries"], leg)
+        report = _run_bench([spec for _, spec in specs], leg.batch_size, leg.steps, leg.warmup, 1, leg.rounds)
+        for (label, _), row in zip(specs, report["results"]):
+            row["label"] = label
+        recorded = Console(record=True, width=200)
+        _print_bench(recorded, report, leg.batch_size, leg.rounds)
+        write_json(folder / "bench.json", report)
+        atomic_write_text(folder / "bench.txt", recorded.export_text())
+        print(f"wrote {folder / 'bench.json'} and {folder / 'bench.txt'}")
         return 0
     if args.study_command == "release":
         from microdense.study.release import release_best_seeds

@@ -49,7 +49,9 @@ def _unwrap_optional(tp: Any) -> Tuple[Any, bool]:
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (list, List):
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+        item = typing.get_args(tp)[0]
+        return "a list of " + {int: "whole numbers", float: "numbers", bool: "true or false values",
+                               str: "strings"}.get(item, str(item))
     if origin in (dict, Dict) or dataclasses.is_dataclass(tp):
         return "a mapping"
     return {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))

@@ -36,7 +36,15 @@ def margin_verdict(diffs: Sequence[float], floor: float) -> str:
 
 
 @dataclass(frozen=True)
-class PairedMargin:
+class Rule:
+    """What every kind of rule has: where a rule first stated in a study's prose was moved into this data form,
+    `encodes` names the commit whose prose it encodes (`microdense study decide` checks the rows were made under it)."""
+
+    encodes: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class PairedMargin(Rule):
     """Each variant against the study's reference at the same seed: d_s = reference - variant. The claim a variant
     tests is SUPPORTED when every d_s > 0 and their mean exceeds max(their sample std, floor), CONTRADICTED in the
     mirror case, otherwise NOT SETTLED. A variant needs two seeds paired with the reference for a verdict."""
@@ -91,7 +99,7 @@ def _size(p: float) -> str:
 
 
 @dataclass(frozen=True)
-class Frontier:
+class Frontier(Rule):
     """The judged nets against the curve of another family, at equal epochs.
 
     The curve is the `curve` entries' mean val top-1, piecewise linear in log(parameters). Each judged net's
@@ -214,3 +222,11 @@ def as_data(section: Optional[Any]) -> Optional[Dict[str, Any]]:
         return None
     kind = {rule: name for name, rule in RULES.items()}.get(type(section))
     return {**({"kind": kind} if kind else {}), **asdict(section)}
+
+
+def same_rule(a: Optional[Rule], b: Optional[Rule]) -> bool:
+    """Whether two rules judge alike: the same kind and thresholds, wherever each was moved from (`encodes`)."""
+    def judged(rule: Optional[Rule]) -> Optional[Dict[str, Any]]:
+        data = as_data(rule)
+        return data and {k: v for k, v in data.items() if k != "encodes"}
+    return judged(a) == judged(b)

@@ -1,0 +1,109 @@
+"""`microdense study decide`: a study's rule applied to its rows, as the rule stood when its first row was made.
+
+A rule is registered before the first run: the study file's `decision:` section at the commit the first row names
+(its provenance) is the rule the rows are judged by. Where the file's rule differs now, decision.txt says so and the
+command fails, unless told to accept it in so many words. A rule moved from the description's prose into the data
+form names the commit whose prose it encodes (`encodes:`); that is accepted when the rows were made under that very
+prose, since it changes the rule's form and not the rule (the identical decision then shows it).
+"""
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from microdense.errors import ConfigError
+from microdense.io import atomic_write_text
+from microdense.study.decision import as_data, parse_decision, same_rule
+from microdense.study.results import RESULTS_FILE, read_rows
+from microdense.study.spec import Study, packaged_studies
+
+DECISION_FILE = "decision.txt"
+
+
+@dataclass
+class Decision:
+    lines: List[str]  # the rule's verdicts
+    problem: Optional[str]  # why the rule applied is not the one registered before the first row; None when it is
+
+    def text(self, accepted: bool = False) -> str:
+        """What decision.txt holds: the verdicts, under a line that says the rule is not as registered, if so."""
+        head = [f"RULE NOT AS REGISTERED: {self.problem}" + ("; accepted by --accept-changed-rule" if accepted else "")]
+        return "\n".join((head if self.problem else []) + self.lines) + "\n"
+
+
+def _first_commit(rows: List[Dict[str, Any]]) -> Optional[str]:
+    for row in sorted(rows, key=lambda r: r.get("finished") or ""):
+        commit = ((row.get("provenance") or {}).get("code") or {}).get("commit")
+        if commit:
+            return commit
+    return None
+
+
+def _file_at(commit: str, path: Path) -> Optional[Dict[str, Any]]:
+    """The study file as it stood at `commit` in its own repository (parsed), or None where git or the commit cannot
+    show it."""
+    try:
+        proc = subprocess.run(["git", "-C", str(path.resolve().parent), "show", f"{commit}:./{path.name}"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return yaml.safe_load(proc.stdout) if proc.returncode == 0 else None
+
+
+def _registration(study: Study, path: Path, commit: Optional[str]) -> Optional[str]:
+    """None when the rule applied now is the one registered at `commit`; otherwise why not, in one line."""
+    if commit is None:
+        return "no row names the commit it was made at, so the rule it was registered under cannot be read"
+    then = _file_at(commit, path)
+    if then is None:
+        return f"the study file {path.name} cannot be read at commit {commit[:7]}, the first row's"
+    labels = [e["label"] if isinstance(e, dict) and "label" in e else e.get("model") for e in then.get("entries", [])]
+    rule_then = parse_decision(then.get("decision"), f"{path.name} at {commit[:7]}", labels)
+    if rule_then is not None:
+        return None if same_rule(rule_then, study.decision) else (
+            f"the rule in {path.name} differs from the one it held at commit {commit[:7]}, the first row's: then "
+            f"{as_data(rule_then)}, now {as_data(study.decision)}")
+    if study.decision.encodes is None:
+        return f"{path.name} held no decision section at commit {commit[:7]}, the first row's, and the rule names no " \
+               "commit whose prose it encodes (encodes:)"
+    prose = _file_at(study.decision.encodes, path)
+    if prose is None or prose.get("description") != then.get("description"):
+        return f"the rule encodes the prose of commit {study.decision.encodes}, but the first row (commit " \
+               f"{commit[:7]}) was made under other prose"
+    return None
+
+
+def study_path(name: str) -> Path:
+    path = Path(name)
+    return path if path.is_file() else packaged_studies()[name]
+
+
+def decide(study: Study, path: Path, folder: Path) -> Decision:
+    """The decision the rule in `path` (the study file `study` was read from) gives of the rows in `folder`.
+
+    Raises:
+        ConfigError: the study has no rule, or no rows yet.
+    """
+    if study.decision is None:
+        raise ConfigError(f"study {study.name} has no decision section: it states no rule to apply")
+    rows = read_rows(folder / RESULTS_FILE)
+    if not rows:
+        raise ConfigError(f"{folder / RESULTS_FILE} holds no rows yet; run the study first (microdense study run "
+                         f"{study.name} --out {folder})")
+    return Decision(study.decision.decide(rows, study.reference), _registration(study, path, _first_commit(rows)))
+
+
+def write_decision(decision: Decision, folder: Path, accept_changed_rule: bool = False) -> Path:
+    """folder/decision.txt, written even for a rule not as registered (it says so).
+
+    Raises:
+        ConfigError: the rule is not the one registered before the first row, and that was not accepted.
+    """
+    out = folder / DECISION_FILE
+    atomic_write_text(out, decision.text(accepted=accept_changed_rule))
+    if decision.problem and not accept_changed_rule:
+        raise ConfigError(f"{decision.problem}; {out} says so. Restore the registered rule, or accept the change in "
+                         "so many words (--accept-changed-rule)")
+    return out

@@ -1,0 +1,268 @@
+"""Decision rules as data: each kind gives the verdicts its rule states on constructed rows, a study file's rule is
+checked where it is read, and `microdense study decide` applies the rule registered before the first row."""
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from microdense.errors import ArgumentError, ConfigError
+from microdense.study.decision import FLOOR, Frontier, PairedMargin, equivalent_size, margin_verdict
+from microdense.study.spec import parse_study
+
+TINY = "microdensenet_cifar_tiny"
+
+
+def rows(*runs, params=None):
+    """Result rows from (entry, seed, val top-1 in percent or None for a diverged run)."""
+    params = params or {}
+    return [dict(entry=e, seed=s, val_top1=None if v is None else v / 100, params=params.get(e, 1000))
+            for e, s, v in runs]
+
+
+@pytest.mark.parametrize("d, expected", [
+    ([1.0, 0.9], "SUPPORTED"),
+    ([0.2, 0.25], "NOT SETTLED at this size"),  # same sign, inside the 0.3-point floor
+    ([3.0, 0.5], "NOT SETTLED at this size"),  # same sign, mean 1.75 inside the seeds' spread 1.77
+    ([2.0, -0.1], "NOT SETTLED at this size"),  # the seeds disagree
+    ([-1.0, -1.2], "CONTRADICTED"),
+    ([-0.2, -0.25], "NOT SETTLED at this size"),
+])
+def test_paired_margin_verdicts(d, expected):
+    assert margin_verdict(d, FLOOR) == expected
+
+
+def test_paired_margin_pairs_each_variant_with_the_reference_at_the_same_seed():
+    rule = PairedMargin(claims={"residual": "micro-dense aggregation", "constant": "pyramidal widths",
+                                "fixed": "adaptive cardinality"})
+    lines = rule.decide(rows(("default", 0, 87), ("default", 1, 86), ("residual", 0, 84), ("residual", 1, 85),
+                             ("constant", 0, 86), ("fixed", 1, None)), "default")
+    assert lines[0] == ("residual (micro-dense aggregation): default - residual by seed +3.00 / +1.00; mean +2.00, "
+                        "sd 1.41, bar max(sd, 0.3) = 1.41 -> SUPPORTED")
+    assert lines[1] == "constant (pyramidal widths): 1 seed(s) paired with the default; no verdict yet"
+    assert lines[2] == "fixed (adaptive cardinality): 0 seed(s) paired with the default; no verdict yet"
+
+
+# the ResNet curve of the frontier study's shape: three sizes, 0.27M, 0.86M and 1.73M parameters
+SIZES = {"r20": 272_474, "r56": 855_770, "r110": 1_731_002, "tiny": 260_506, "small": 1_070_000}
+CURVE = [("r20", 0, 85.0), ("r20", 1, 85.2), ("r56", 0, 87.0), ("r56", 1, 87.2), ("r110", 0, 88.0), ("r110", 1, 88.2)]
+FRONTIER = Frontier(curve=["r20", "r56", "r110"], judged=["tiny", "small"])
+
+
+def _curve_at(params):
+    """The mean curve of CURVE at `params`, by hand: 85.1 -> 87.1 -> 88.1, linear in log(params)."""
+    x = math.log(params)
+    x20, x56, x110 = (math.log(SIZES[k]) for k in ("r20", "r56", "r110"))
+    if x <= x56:
+        return 85.1 + 2.0 * (x - x20) / (x56 - x20)
+    return 87.1 + 1.0 * (x - x56) / (x110 - x56)
+
+
+def _verdict(lines, net):
+    return next(line for line in lines if line.startswith(net)).rsplit("-> ", 1)[1]
+
+
+@pytest.mark.parametrize("small_top1, expected", [
+    ((88.0, 88.1), "SUPPORTED at this size"),  # mean 88.05 - 0.3 lies above the curve at 1.07M (~87.42)
+    ((87.5, 87.6), "NOT SETTLED at this size"),  # 87.55 - 0.3 lies below it, 87.55 + 0.3 above
+    ((86.9, 87.0), "CONTRADICTED at this size"),  # 86.95 + 0.3 lies below it
+    ((86.0, 89.0), "NOT SETTLED at this size"),  # mean 87.5 but a 2.1-point spread between the seeds
+])
+def test_frontier_verdicts_against_the_curve_at_the_nets_own_size(small_top1, expected):
+    at_small = _curve_at(SIZES["small"])
+    assert 87.3 < at_small < 87.5  # the constructed cases sit where their comments say
+    lines = FRONTIER.decide(rows(*CURVE, ("small", 0, small_top1[0]), ("small", 1, small_top1[1]), params=SIZES), "r20")
+    assert _verdict(lines, "small") == expected
+    assert f"curve at its size {at_small:.2f}" in next(line for line in lines if line.startswith("small"))
+
+
+def test_frontier_equivalent_size_and_its_range_come_from_the_mean_and_per_seed_curves():
+    lines = FRONTIER.decide(rows(*CURVE, ("small", 0, 87.6), ("small", 1, 88.0), params=SIZES), "r20")
+    line = next(line for line in lines if line.startswith("small"))
+    # mean 87.8 on the mean curve: 70% of the way from r56 (87.1) to r110 (88.1) in log(params)
+    x56, x110 = math.log(SIZES["r56"]), math.log(SIZES["r110"])
+    at = math.exp(x56 + 0.7 * (x110 - x56))
+    assert f"equivalent size {at / 1e6:.2f}M ({at / SIZES['small']:.2f}x)" in line
+    # seed 0: 87.6 on (85.0, 87.0, 88.0) -> 60% of r56..r110; seed 1: 88.0 on (85.2, 87.2, 88.2) -> 80%
+    seed0, seed1 = (math.exp(x56 + f * (x110 - x56)) for f in (0.6, 0.8))
+    assert f"by seed {seed0 / 1e6:.2f}M ({seed0 / SIZES['small']:.2f}x) / {seed1 / 1e6:.2f}M" in line
+
+
+def test_frontier_never_extrapolates_beyond_the_curve():
+    lines = FRONTIER.decide(rows(*CURVE, ("tiny", 0, 84.0), ("tiny", 1, 84.2), ("small", 0, 90.0),
+                                 ("small", 1, 90.2), params=SIZES), "r20")
+    tiny = next(line for line in lines if line.startswith("tiny"))
+    small = next(line for line in lines if line.startswith("small"))
+    assert "equivalent size below 0.27M (<1.05x)" in tiny
+    assert "curve at its size 85.10" in tiny  # 0.26M lies below the curve: held at resnet20's end, not extended
+    assert tiny.endswith("CONTRADICTED at this size")
+    assert "equivalent size above 1.73M (>1.62x)" in small
+    assert small.endswith("SUPPORTED at this size")
+
+
+def test_frontier_equivalent_size_is_the_first_crossing_of_a_curve_that_falls():
+    points = [(math.log(1e5), 80.0), (math.log(1e6), 86.0), (math.log(1e7), 84.0)]
+    where, size = equivalent_size(points, 83.0)
+    assert where == "at" and size == pytest.approx(10 ** 5.5)  # halfway up the first segment, not on the falling one
+    assert equivalent_size(points, 87.0) == ("above", pytest.approx(1e7))  # no measured net reaches it
+    assert equivalent_size(points, 80.0) == ("below", pytest.approx(1e5))
+
+
+def test_frontier_waits_for_two_complete_seeds_of_the_curve_and_of_each_net():
+    partial = [r for r in CURVE if r[:2] != ("r110", 1)]
+    assert FRONTIER.decide(rows(*partial, ("tiny", 0, 85), ("tiny", 1, 85), params=SIZES), "r20") == [
+        "the curve (r20, r56, r110) has 1 complete seed(s); no verdict yet"]
+    lines = FRONTIER.decide(rows(*CURVE, ("tiny", 0, 85), ("small", 0, 88), ("small", 1, None), params=SIZES), "r20")
+    assert "tiny: 1 seed(s) beside a complete curve; no verdict yet" in lines
+    assert "small: 1 seed(s) beside a complete curve; no verdict yet" in lines  # its seed-1 run diverged
+
+
+STUDY = dict(budget={"epochs": 1}, seeds=[0, 1], entries=[{"model": TINY, "label": "a"},
+                                                          {"model": "resnet20_cifar", "label": "b"}])
+
+
+@pytest.mark.parametrize("decision, error, message", [
+    ({"kind": "best_guess"}, ConfigError, "decision must be a mapping with a kind, one of paired_margin, frontier"),
+    ({"kind": "paired_margin", "margin": 1}, ConfigError, r"has no field\(s\) \['margin'\]"),
+    ({"kind": "paired_margin", "claims": {"c": "x"}}, ConfigError, r"decision names \['c'\], which are no entry's"),
+    ({"kind": "paired_margin", "floor": -0.1}, ConfigError, "PairedMargin.floor: -0.1 is out of range"),
+    ({"kind": "frontier", "curve": "b"}, ArgumentError, "Frontier.curve: needs a list of strings"),
+])
+def test_a_bad_decision_section_is_refused_where_the_study_is_read(decision, error, message):
+    with pytest.raises(error, match=message):
+        parse_study({**STUDY, "decision": decision}, "s", "study file s.yaml")
+
+
+def test_the_packaged_rules_parse_and_name_their_entries():
+    from microdense.study.spec import load_study
+    frontier = load_study("frontier").decision
+    assert (frontier.curve, frontier.judged, frontier.floor) == (["resnet20", "resnet56", "resnet110"],
+                                                                ["tiny", "small"], 0.3)
+    assert set(load_study("ablation").decision.claims) == {"residual", "constant", "fixed", "dense"}
+
+
+# --- registration: the rule that stood at the first row's commit ------------------------------------------------------
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def registered(tmp_path):
+    """A study file committed with its rule, and its rows naming that commit: (study file, study folder)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    path = repo / "s.yaml"
+    path.write_text(yaml.safe_dump({**STUDY, "reference": "a",
+                                    "decision": {"kind": "paired_margin", "claims": {"b": "b is worse"}}}))
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "the study and its rule")
+    commit = _git(repo, "rev-parse", "HEAD")
+    folder = tmp_path / "study"
+    folder.mkdir()
+    made = [dict(row, provenance={"code": {"commit": commit}}, finished=f"2026-12-0{i + 1}")
+            for i, row in enumerate(rows(("a", 0, 87), ("b", 0, 85), ("a", 1, 86), ("b", 1, 85)))]
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in made))
+    return path, folder
+
+
+def test_decide_writes_the_registered_rules_verdicts(registered, cli_here):
+    path, folder = registered
+    proc = cli_here("study", "decide", str(path), "--out", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    expected = ("b (b is worse): a - b by seed +2.00 / +1.00; mean +1.50, sd 0.71, bar max(sd, 0.3) = 0.71 "
+                "-> SUPPORTED\n")
+    assert (folder / "decision.txt").read_text() == expected
+    assert proc.stdout == expected + f"wrote {folder / 'decision.txt'}\n"
+
+
+def test_a_rule_edited_after_the_first_row_is_caught(registered, cli_here):
+    path, folder = registered
+    study = yaml.safe_load(path.read_text())
+    study["decision"]["floor"] = 1.0  # loosened after the rows were seen
+    path.write_text(yaml.safe_dump(study))
+    proc = cli_here("study", "decide", str(path), "--out", str(folder))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "the rule in s.yaml differs from the one it held at commit" in proc.stderr
+    text = (folder / "decision.txt").read_text()
+    assert text.startswith("RULE NOT AS REGISTERED: the rule in s.yaml differs")
+    assert "'floor': 0.3" in text.splitlines()[0] and "'floor': 1.0" in text.splitlines()[0]
+    proc = cli_here("study", "decide", str(path), "--out", str(folder), "--accept-changed-rule")
+    assert proc.returncode == 0
+    assert "; accepted by --accept-changed-rule" in (folder / "decision.txt").read_text().splitlines()[0]
+
+
+def test_a_rule_moved_from_prose_into_data_is_accepted_only_where_it_names_the_rows_prose(registered, cli_here):
+    path, folder = registered
+    repo = path.parent
+    study = yaml.safe_load(path.read_text())
+    rule = study.pop("decision")
+    study["description"] = "RULE: b is worse when a - b > max(sd, 0.3) at both seeds"
+    path.write_text(yaml.safe_dump(study))
+    _git(repo, "commit", "-qam", "the rule as prose only")
+    prose = _git(repo, "rev-parse", "HEAD")
+    rows_ = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    (folder / "results.jsonl").write_text("".join(
+        json.dumps(dict(r, provenance={"code": {"commit": prose}})) + "\n" for r in rows_))
+
+    path.write_text(yaml.safe_dump({**study, "decision": rule}))  # moved into data, naming no commit
+    proc = cli_here("study", "decide", str(path), "--out", str(folder))
+    assert proc.returncode == 2 and "names no commit whose prose it encodes" in proc.stderr
+
+    path.write_text(yaml.safe_dump({**study, "decision": {**rule, "encodes": prose}}))
+    assert cli_here("study", "decide", str(path), "--out", str(folder)).returncode == 0
+
+    study["description"] = "RULE: b is worse when a - b > 0 at both seeds"  # other prose, then encoded
+    path.write_text(yaml.safe_dump(study))
+    _git(repo, "commit", "-qam", "other prose")
+    other = _git(repo, "rev-parse", "HEAD")
+    path.write_text(yaml.safe_dump({**study, "decision": {**rule, "encodes": other}}))
+    proc = cli_here("study", "decide", str(path), "--out", str(folder))
+    assert proc.returncode == 2 and f"the rule encodes the prose of commit {other}" in proc.stderr
+
+
+def test_decide_refuses_a_study_without_rule_or_rows(registered, cli_here, tmp_path):
+    path, folder = registered
+    proc = cli_here("study", "decide", str(path), "--out", str(tmp_path / "empty"))
+    assert proc.returncode == 2 and "holds no rows yet; run the study first" in proc.stderr
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump(STUDY))
+    proc = cli_here("study", "decide", str(bare), "--out", str(folder))
+    assert proc.returncode == 2 and "has no decision section" in proc.stderr
+
+
+# --- the speed leg ------------------------------------------------------------------------------------------------
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+
+
+def test_the_speed_leg_measures_the_nets_the_study_ran_as_its_committed_bench_did():
+    """The ablation's committed cost leg was measured on these specs (once made by a script of its own)."""
+    from microdense.study.spec import load_study
+    from microdense.study.speed_leg import bench_specs, study_as_run
+    specs = bench_specs(study_as_run(RESULTS / "ablation")["entries"], load_study("ablation").bench)
+    committed = json.loads((RESULTS / "ablation" / "bench.json").read_text())["results"]
+    assert [spec for _, spec in specs] == [r["model"] for r in committed]
+    assert [label for label, _ in specs] == ["default", "residual", "constant", "fixed", "dense", "resnet20_cifar"]
+
+
+def test_study_bench_writes_the_legs_json_and_table(tmp_path, cli_here):
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({**STUDY, "bench": {"batch_size": 2, "steps": 1, "warmup": 0, "rounds": 1,
+                                                        "precision": "fp32", "channels_last": False}}))
+    folder = tmp_path / "study"
+    proc = cli_here("study", "bench", str(study), "--out", str(folder))
+    assert proc.returncode == 2 and "run the study into" in proc.stderr  # no study.yaml: nothing ran yet
+    assert cli_here("study", "run", str(study), "--out", str(folder), "--smoke", "--allow-dirty",
+                    "--quiet").returncode == 0
+    proc = cli_here("study", "bench", str(study), "--out", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((folder / "bench.json").read_text())["results"]
+    assert [(r["label"], r["model"]) for r in results] == [("a", TINY), ("b", "resnet20_cifar")]
+    assert all(r["train_img_s"] > 0 for r in results)
+    table = (folder / "bench.txt").read_text()
+    assert "dense fp32 matmul" in table and TINY in table and "resnet20_cifar" in table
