@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="file to write (default: beside the checkpoint, model.onnx or model.pt); hub: the "
                                  "new folder (default: the checkpoint's name with -hub)")
     p.add_argument("--command", dest="reproduce", metavar="COMMAND",
-                   help="hub: the command that reproduces the run, for the card (default: the file RUN/command)")
+                   help="hub: the command that reproduces the run, for the card (default: the file RUN/command, which "
+                        "microdense train writes)")
     p.add_argument("--opset", type=number(int, 13, 23, high_open=False), help="ONNX opset (default 18)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="any batch size (default: one image per call, the serving shape)")

@@ -113,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config_file = str(Path(out) / CONFIG_FILE)  # continue the run as it was configured
     cfg = resolve_config(cli, config_file)
     try:
-        result = train(cfg, progress=not args.quiet)
+        result = train(cfg, progress=not args.quiet, command=shlex.join(["microdense", *args.argv]))
     except TrainingInterrupted as e:
         print(f"microdense: interrupted at step {e.step}; {e.checkpoint} saved. Continue with: "
               f"microdense train --out {e.run_dir} --resume", file=sys.stderr)

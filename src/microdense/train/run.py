@@ -24,8 +24,8 @@ from microdense.train.datamodule import ImageDataModule
 from microdense.train.interrupt import StopOnInterrupt, StopRequested
 from microdense.train.quiet import third_party_noise_silenced
 from microdense.train.report import EpochReport, read_metrics
-from microdense.train.run_folder import (BEST_CHECKPOINT, CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE,
-                                         last_checkpoint)
+from microdense.train.run_folder import (BEST_CHECKPOINT, CHECKPOINT_DIR, COMMAND_FILE, CONFIG_FILE, LAST_CHECKPOINT,
+                                         METRICS_FILE, last_checkpoint)
 from microdense.train.saved_model import (LoadedModel, RunInfo, init_from, load_model, nonfinite, origin,
                                          release_info, save_for_timm)
 from microdense.train.system import ClassificationSystem
@@ -233,12 +233,15 @@ def _fit(trainer: pl.Trainer, system: ClassificationSystem, datamodule: ImageDat
     return time.perf_counter() - start
 
 
-def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: bool = True,
+          command: Optional[str] = None) -> TrainResult:
     """Train the model `cfg` names as it says; returns the final figures (also in the run folder).
 
     Everything is checked (the configuration when it was made; the run folder, the sources it starts from, the
     data) before the run folder is made. Warnings it silences are silenced for the call alone.
     `progress`: show Lightning's progress bar (the one-line size summary follows the log level).
+    `command`: the command that started the run, kept in RUN/command (a resumed run keeps the first) so that a
+    release of the run folder names how to reproduce it.
 
     Raises:
         TrainingInterrupted: Ctrl-C stopped training after saving last.ckpt.
@@ -246,10 +249,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
             weights were saved (the run folder keeps its last finite checkpoint).
     """
     with third_party_noise_silenced():
-        return _train(cfg, callbacks, progress)
+        return _train(cfg, callbacks, progress, command)
 
 
-def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool) -> TrainResult:
+def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool, command: Optional[str]) -> TrainResult:
     # the run folder: where, and whether it continues a run
     run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(run_dir)))
@@ -285,6 +288,8 @@ def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool) -
     size = None
     if trainer.is_global_zero:
         atomic_write_text(run_dir / CONFIG_FILE, save_config(cfg, made_by))
+        if command and resume_from is None:
+            atomic_write_text(run_dir / COMMAND_FILE, command + "\n")
         size = measure_size(cfg.model.name, model, (c, h, w))
         log.info("%s: %.3fM parameters, %.1fM MACs per %dx%dx%d image, %d classes; %s; run folder %s",
                  cfg.model.name, size.params / 1e6, size.macs / 1e6, c, h, w, num_classes,
