@@ -44,6 +44,16 @@ def test_bench_unknown_model_is_refused_before_any_work(capsys):
         run_bench(["nope"])
 
 
+@pytest.mark.parametrize("spec, key", [("microdensenet_cifar_tiny:width_multiplier=abc", "width_multiplier"),
+                                       ("densenet_bc100_k12_cifar:growth_rate=abc", "growth_rate")])
+def test_a_knob_of_the_wrong_type_is_refused_in_one_line(spec, key, cli_here):
+    proc = cli_here("bench", "--models", spec, "--steps", "1")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"microdense: error: cannot build {spec.split(':')[0]}: {key}='abc' is of the wrong type")
+    assert lines[0].endswith(f"give {key} a value of the type it takes")
+
+
 @pytest.mark.slow
 def test_inference_backends_side_by_side(tmp_path, capsys):
     out = tmp_path / "bench.json"
