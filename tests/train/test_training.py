@@ -166,6 +166,23 @@ def test_truncated_and_corrupt_checkpoints_are_refused(trained_run, tmp_path, cl
         assert_one_line_error(proc, "is truncated or corrupt", 2)
 
 
+def test_a_run_folder_without_its_weights_is_one_line_naming_the_fix(trained_run, tmp_path, cli_here):
+    tree, out = trained_run
+    image = next(tree.glob("*/*.png"))
+    kept = tmp_path / "kept"  # a committed study's run folder: its configuration and curves, no weights
+    kept.mkdir()
+    for name in ("config.yaml", "config.json", "metrics.csv"):
+        (kept / name).write_bytes((out / name).read_bytes())
+    proc = cli_here("predict", "--checkpoint", str(kept), str(image))
+    assert_one_line_error(proc, f"{kept} holds no weights (no model.safetensors); train it again (microdense train "
+                                f"--config {kept / 'config.yaml'} --out NEW_FOLDER)", 1)
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "checkpoints").mkdir(parents=True)
+    (unfinished / "checkpoints" / "last.ckpt").write_bytes((out / "checkpoints" / "last.ckpt").read_bytes())
+    proc = cli_here("predict", "--checkpoint", str(unfinished), str(image))
+    assert_one_line_error(proc, f"load its checkpoint {unfinished / 'checkpoints' / 'last.ckpt'}", 1)
+
+
 class _RunsCode:
     """An object whose unpickling would call a function: what `weights_only` exists to refuse."""
 
