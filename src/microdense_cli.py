@@ -82,6 +82,9 @@ TRAIN_FLAGS = (
     ("--seed", "run.seed", dict(type=int, help="seed for data order, splits and initialisation")),
     ("--out", "run.out", dict(help="run folder (default runs/<model>-<data>-<time>)")),
     ("--resume", "run.resume", dict(action="store_true", default=None, help="continue the run in --out")),
+    ("--restart", "run.restart", dict(action="store_true", default=None,
+                                      help="start anew in --out (after a diverged run): what it holds moves into "
+                                           "--out/previous-N first")),
     ("--devices", "run.devices", dict(help="devices per node: a count, 'auto', or a list like '0,1'")),
     ("--num-nodes", "run.num_nodes", dict(type=int)),
     ("--precision", "run.precision", dict(help="Lightning precision: 32-true, bf16-mixed, 16-mixed (GPU), ...")),

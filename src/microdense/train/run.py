@@ -2,6 +2,7 @@
 import dataclasses
 import logging
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from microdense.train.interrupt import StopOnInterrupt, StopRequested
 from microdense.train.quiet import third_party_noise_silenced
 from microdense.train.report import EpochReport, read_metrics
 from microdense.train.run_folder import (BEST_CHECKPOINT, CHECKPOINT_DIR, COMMAND_FILE, CONFIG_FILE, LAST_CHECKPOINT,
-                                         METRICS_FILE, last_checkpoint)
+                                         METRICS_FILE, PREVIOUS, last_checkpoint)
 from microdense.train.saved_model import (LoadedModel, RunInfo, init_from, load_model, nonfinite, origin,
                                          release_info, save_for_timm)
 from microdense.train.system import ClassificationSystem
@@ -84,19 +85,45 @@ def _is_launch_primary() -> bool:
     return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> Optional[Path]:
-    """Refuse to write over another run; return the checkpoint to resume from, if resuming. Creates nothing."""
+def previous_dir(run_dir: Path) -> Path:
+    """Where a restart moves what `run_dir` holds: its first free previous-N."""
+    n = 1
+    while (run_dir / f"{PREVIOUS}{n}").exists():
+        n += 1
+    return run_dir / f"{PREVIOUS}{n}"
+
+
+def _move_aside(run_dir: Path) -> Optional[Path]:
+    """A restart: everything `run_dir` holds but earlier previous-N folders, moved into its next previous-N (nothing
+    saved is lost; each move a rename within the folder)."""
+    if not _is_launch_primary() or not run_dir.is_dir():
+        return None
+    entries = [p for p in run_dir.iterdir() if not re.fullmatch(rf"{PREVIOUS}\d+", p.name)]
+    if not entries:
+        return None
+    aside = previous_dir(run_dir)
+    aside.mkdir()
+    for p in entries:
+        p.rename(aside / p.name)
+    log.info("restart: what %s held is now in %s", run_dir, aside)
+    return aside
+
+
+def check_run_dir(run_dir: Path, resume: bool, restart: bool = False) -> Optional[Path]:
+    """Refuse to write over another run (a restart moves it aside); return the checkpoint to resume from, if
+    resuming. Creates nothing."""
     last = last_checkpoint(run_dir)
-    if not _is_launch_primary():
+    if not _is_launch_primary() or restart:
         return last if resume else None
     holds_run = (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_DIR).exists()
     if resume:
         if not last.exists():
-            raise FileNotFoundError(f"nothing to resume in {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT}; start a "
-                                    "new run there instead")
+            raise FileNotFoundError(f"nothing to resume in {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT}; start anew "
+                                    f"there instead{' (run.restart)' if holds_run else ''}")
         return last
     if holds_run:
-        raise FileExistsError(f"{run_dir} already holds a run; resume it, or choose another run folder")
+        raise FileExistsError(f"{run_dir} already holds a run; resume it (run.resume), start it anew (run.restart: "
+                              f"it moves into {previous_dir(run_dir)}), or choose another run folder")
     return None
 
 
@@ -225,7 +252,9 @@ def _fit(trainer: pl.Trainer, system: ClassificationSystem, datamodule: ImageDat
         last = last_checkpoint(run_dir)
         kept = (f"{last} keeps the last weights saved before it (step {_checkpoint_step(last)}), all finite"
                 if last.exists() else "no checkpoint had been saved before it")
-        raise TrainingDiverged(f"{e}; {kept}", e.step, e.loss, e.lr) from None
+        again = (f"start again in the same folder with run.restart (--restart), which moves what it holds into "
+                 f"{previous_dir(run_dir)}")
+        raise TrainingDiverged(f"{e}; {kept}; {again}", e.step, e.loss, e.lr) from None
     except SystemExit:  # Lightning exits after a KeyboardInterrupt it caught (a second Ctrl-C)
         if stopper.requested:
             raise KeyboardInterrupt from None
@@ -256,7 +285,7 @@ def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool, c
     # the run folder: where, and whether it continues a run
     run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(run_dir)))
-    resume_from = check_run_dir(run_dir, cfg.run.resume)
+    resume_from = check_run_dir(run_dir, cfg.run.resume, cfg.run.restart)
     if resume_from is not None:  # Lightning warns that the checkpoint folder it resumes from holds checkpoints
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     check_sources(cfg.model)
@@ -267,6 +296,10 @@ def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool, c
     datamodule = _prepare_data(cfg, source)
     num_classes = datamodule.num_classes
     model, started_from = _build_network(cfg, num_classes, loaded, resume_from is not None)
+    if cfg.run.restart:
+        _move_aside(run_dir)
+        # NOTE: the saved configuration is the new run's own, which a later --resume continues
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, restart=False))
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer, stopper = _make_trainer(cfg, run_dir, callbacks, progress)
     global_batch = datamodule.cfg.batch_size * trainer.world_size
