@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -172,6 +173,16 @@ def _lr_text(optim: OptimCfg, peak: float, global_batch: int) -> str:
             f"{global_batch} images per step")
 
 
+def cpu_oversubscribed(processes: int, cores: int, lr: str) -> Optional[str]:
+    """The one line a CPU run gets when it starts more training processes than the machine has cores (gloo, one per
+    device): they share the cores, yet the learning rate follows their combined batch; None when they fit."""
+    if processes <= cores:
+        return None
+    return (f"microdense: run.devices starts {processes} training processes on a CPU with {cores} core"
+            f"{'s' if cores > 1 else ''}: they share the cores, so a step is not faster, and the run takes {lr}; "
+            "run.devices 1 (--devices 1) runs one")
+
+
 def _checkpoint_step(path: Path) -> Optional[int]:
     """The global step a checkpoint was saved at (read safely, tensors and plain data only)."""
     return torch.load(path, map_location="cpu", weights_only=True).get("global_step")
@@ -305,6 +316,10 @@ def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool, c
     global_batch = datamodule.cfg.batch_size * trainer.world_size
     steps_per_epoch = max(1, len(datamodule.source.train) // global_batch)
     system = ClassificationSystem(model, cfg.optim, num_classes, steps_per_epoch, cfg.run, global_batch)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    crowded = cpu_oversubscribed(trainer.num_devices, cores, _lr_text(cfg.optim, system.peak_lr, global_batch))
+    if crowded and trainer.is_global_zero and isinstance(trainer.accelerator, CPUAccelerator):
+        log.warning(crowded)
     if system.ema is not None:  # NOTE: the weights' running average is kept in eval mode on purpose
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
