@@ -1,5 +1,6 @@
 """`microdense train` and `microdense eval` end to end on small image trees the tests make."""
 import json
+import re
 import signal
 import stat
 import subprocess
@@ -182,6 +183,17 @@ def test_a_run_folder_without_its_weights_is_one_line_naming_the_fix(trained_run
     (unfinished / "checkpoints" / "last.ckpt").write_bytes((out / "checkpoints" / "last.ckpt").read_bytes())
     proc = cli_here("predict", "--checkpoint", str(unfinished), str(image))
     assert_one_line_error(proc, f"load its checkpoint {unfinished / 'checkpoints' / 'last.ckpt'}", 1)
+
+
+def test_the_closing_line_of_a_resumed_run_says_what_its_seconds_count(tmp_path, cli_here):
+    args = ["train", "--data", "synthetic", "--set", "data.limit_images=8", "--batch-size", "4", "--accelerator",
+            "cpu", "--devices", "1", "--out", str(tmp_path / "run"), "--quiet"]
+    first = cli_here(*args, "--max-steps", "2")
+    assert first.returncode == 0 and re.search(r"steps, \d+s training \(\d+s in all\);", first.stdout), first.stdout
+    resumed = cli_here(*args, "--max-steps", "3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert re.search(r"steps, \d+s training in all, \d+s of wall time since the resume at step 2;", resumed.stdout), \
+        resumed.stdout
 
 
 class _RunsCode:
