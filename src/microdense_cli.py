@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser("models", help="list registered model names")
-    p.add_argument("pattern", nargs="?", default="", help="wildcard filter, e.g. 'microdense*cifar*'")
+    p.add_argument("pattern", nargs="?", default="", help="a word in the name, e.g. 'tiny', or a wildcard filter, e.g. "
+                                                       "'microdense*cifar*'")
 
     p = sub.add_parser("info", help="parameters, MACs and per-stage table of a model")
     p.add_argument("name", help="registered model name (see `microdense models`)")
@@ -260,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def model_names(pattern: str = "") -> List[str]:
-    return [n for n in MODEL_NAMES if fnmatch.fnmatchcase(n, pattern or "*")]
+    """The registered names `pattern` matches: a wildcard pattern, or a bare word anywhere in the name ('tiny')."""
+    pattern = pattern or "*"
+    if not any(c in pattern for c in "*?["):  # NOTE: a whole-name match alone would list nothing for 'tiny'
+        pattern = f"*{pattern}*"
+    return [n for n in MODEL_NAMES if fnmatch.fnmatchcase(n, pattern)]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -306,8 +306,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     from microdense.study.spec import load_study, packaged_studies, parse_shard, smoke, with_data
 
     if args.study_command == "list":
-        for name, path in packaged_studies().items():
-            print(f"{name:<16} {load_study(str(path)).claim}")
+        studies = packaged_studies()
+        width = max(map(len, studies), default=0)  # NOTE: the longest name sets the column, where 16 was too narrow
+        for name, path in studies.items():
+            print(f"{name:<{width}}  {load_study(str(path)).claim}")
         return 0
     if args.study_command == "report":
         from microdense.study.report import write_report
