@@ -14,7 +14,7 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q $TORCH_SPEC
 .venv/bin/python -m pip install -q -e ".[test,export,fast]"
-# the fused CPU kernel is compiled once here (~40 s) rather than at the first training step; without a C++ compiler
+# the fused CPU kernel is compiled once here (about a minute) rather than at the first training step; without a C++ compiler
 # this warns, naming the fix, and training takes the eager path (microdense/layers/fused.py)
 .venv/bin/python -c "from microdense.layers.fused import fused_kernels; fused_kernels()"
 echo "microdense installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

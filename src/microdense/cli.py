@@ -123,9 +123,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         top5 = "n/a" if result.val_top5 is None else f"{100 * result.val_top5:.2f}%"
         rate = "n/a" if result.train_img_s is None else f"{result.train_img_s:.0f} img/s"
         # NOTE: a resumed run's training seconds count the processes before it; its wall time is this process's
-        spent = (f"{result.train_seconds:.0f}s training ({result.seconds:.0f}s in all)" if result.resumed_at_step is None
-                 else f"{result.train_seconds:.0f}s training in all, {result.seconds:.0f}s of wall time since the "
-                      f"resume at step {result.resumed_at_step}")
+        trained = f"{result.train_seconds:.0f}s training"
+        spent = (f"{trained} ({result.seconds:.0f}s in all)" if result.resumed_at_step is None
+                 else f"{trained} in all, {result.seconds:.0f}s of wall time since the resume at step "
+                      f"{result.resumed_at_step}")
         print(f"done: {cfg.model.name} on {cfg.data.name}, {result.epochs:.2f} epochs / {result.steps} steps, "
               f"{spent}; val top-1 {top1}, top-5 {top5}; {rate} in training; run folder {result.run_dir}")
     return 0

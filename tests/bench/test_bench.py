@@ -50,7 +50,8 @@ def test_a_knob_of_the_wrong_type_is_refused_in_one_line(spec, key, cli_here):
     proc = cli_here("bench", "--models", spec, "--steps", "1")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"microdense: error: cannot build {spec.split(':')[0]}: {key}='abc' is of the wrong type")
+    model = spec.split(":")[0]
+    assert lines[0].startswith(f"microdense: error: cannot build {model}: {key}='abc' is of the wrong type")
     assert lines[0].endswith(f"give {key} a value of the type it takes")
 
 

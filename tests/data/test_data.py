@@ -65,7 +65,8 @@ def test_missing_or_empty_folder_is_a_user_error(tmp_path, make, message):
 
 
 def test_cifar_missing_without_download_says_where_and_how(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"cifar10 not found or corrupt at .*cifar-10-batches-py; download it \(data.download, --download\), or point data.root \(--data-dir\) at"):
+    fix = r"download it \(data.download, --download\), or point data.root \(--data-dir\) at"
+    with pytest.raises(FileNotFoundError, match=rf"cifar10 not found or corrupt at .*cifar-10-batches-py; {fix}"):
         load_source("cifar10", str(tmp_path), False, None, 0)
 
 

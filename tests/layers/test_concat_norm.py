@@ -4,6 +4,7 @@ import copy
 import itertools
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -205,6 +206,13 @@ def test_without_a_compiler_training_warns_once_naming_the_fix_and_takes_the_eag
     assert len(said) == 1 and "no C++ compiler" in said[0] and "install one" in said[0], proc.stderr
     assert "eager path" in said[0] and "compiling the fused" not in proc.stderr
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_the_ninja_pip_installed_is_found_off_path(tmp_path, monkeypatch):
+    ninja = pytest.importorskip("ninja", reason="the fast extra's ninja is not installed")
+    monkeypatch.setenv("PATH", str(tmp_path))  # an unactivated venv: neither its bin nor any system ninja
+    fused._pip_ninja_on_path()
+    assert shutil.which("ninja") == str(Path(ninja.BIN_DIR) / "ninja")
 
 
 @pytest.fixture

@@ -147,8 +147,8 @@ def test_refuses_to_overwrite_a_run(trained_run, cli_here):
     tree, out = trained_run
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "tensorboard" not in p.parts}
     proc = cli_here(*TRAIN, "--data-dir", str(tree), "--out", str(out))
-    assert_one_line_error(proc, "already holds a run; resume it (run.resume), start it anew (run.restart: it moves into "
-                                f"{out / 'previous-1'}), or choose another run folder", 1)
+    assert_one_line_error(proc, "already holds a run; resume it (run.resume), start it anew (run.restart: it moves "
+                                f"into {out / 'previous-1'}), or choose another run folder", 1)
     after = {p: p.read_bytes() for p in before}
     assert after == before
 

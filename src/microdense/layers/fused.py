@@ -4,7 +4,7 @@ PyTorch's eager CPU operators make a consumer's scale, shift and ReLU over a con
 way (the concatenation, the affine, the ReLU, their backwards and the split of the gradient, each writing a tensor of
 its own); `csrc/scale_shift_relu.cpp` does it in one pass forward and one backward, reading the features where they
 lie. It is an optional accelerator: compiled on first use with the C++ compiler PyTorch's extensions use
-(`torch.utils.cpp_extension`, which needs ninja: `pip install microdense[fast]`), about 40 s on 2 cores, said in one
+(`torch.utils.cpp_extension`, which needs ninja: `pip install microdense[fast]`), about a minute on 2 cores, said in one
 line, then cached in `TORCH_EXTENSIONS_DIR`; `scripts/setup.sh` builds it once. Where it cannot be built (no compiler,
 no ninja), or for tensors it does not take (not on the CPU, not float32/float64, under `torch.compile`),
 `concat_norm` runs the same function in eager PyTorch. `MICRODENSE_FUSED_KERNELS=0` turns the kernel off.
@@ -37,9 +37,23 @@ def build_directory() -> Path:
     return Path(root) / f"{NAME}_{key}"
 
 
+def _pip_ninja_on_path() -> None:
+    """Put the ninja `pip install microdense[fast]` installed on PATH, where torch's builder looks for it alone: it lies
+    beside the interpreter, off PATH when `.venv/bin/microdense` runs in a shell that has not activated the venv."""
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    if shutil.which("ninja", path=ninja.BIN_DIR):
+        os.environ["PATH"] = os.pathsep.join(filter(None, (ninja.BIN_DIR, os.environ.get("PATH"))))
+
+
 def _unbuildable(built: bool) -> Optional[str]:
     """Why the kernel cannot be built here, with the fix; None when it can be (or is already built)."""
     from torch.utils.cpp_extension import get_cxx_compiler, is_ninja_available
+    _pip_ninja_on_path()
     # NOTE: torch's loader runs ninja even for a cached build (to see it is up to date); the compiler only to build
     if not is_ninja_available():
         return f"ninja is not installed; {FAST_EXTRA}"

@@ -119,8 +119,8 @@ def check_run_dir(run_dir: Path, resume: bool, restart: bool = False) -> Optiona
     holds_run = (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_DIR).exists()
     if resume:
         if not last.exists():
-            raise FileNotFoundError(f"nothing to resume in {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT}; start anew "
-                                    f"there instead{' (run.restart)' if holds_run else ''}")
+            raise FileNotFoundError(f"nothing to resume in {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT}; start "
+                                    f"anew there instead{' (run.restart)' if holds_run else ''}")
         return last
     if holds_run:
         raise FileExistsError(f"{run_dir} already holds a run; resume it (run.resume), start it anew (run.restart: "
