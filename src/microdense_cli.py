@@ -82,6 +82,9 @@ TRAIN_FLAGS = (
     ("--seed", "run.seed", dict(type=int, help="seed for data order, splits and initialisation")),
     ("--out", "run.out", dict(help="run folder (default runs/<model>-<data>-<time>)")),
     ("--resume", "run.resume", dict(action="store_true", default=None, help="continue the run in --out")),
+    ("--restart", "run.restart", dict(action="store_true", default=None,
+                                      help="start anew in --out (after a diverged run): what it holds moves into "
+                                           "--out/previous-N first")),
     ("--devices", "run.devices", dict(help="devices per node: a count, 'auto', or a list like '0,1'")),
     ("--num-nodes", "run.num_nodes", dict(type=int)),
     ("--precision", "run.precision", dict(help="Lightning precision: 32-true, bf16-mixed, 16-mixed (GPU), ...")),
@@ -132,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser("models", help="list registered model names")
-    p.add_argument("pattern", nargs="?", default="", help="wildcard filter, e.g. 'microdense*cifar*'")
+    p.add_argument("pattern", nargs="?", default="", help="a word in the name, e.g. 'tiny', or a wildcard filter, e.g. "
+                                                       "'microdense*cifar*'")
 
     p = sub.add_parser("info", help="parameters, MACs and per-stage table of a model")
     p.add_argument("name", help="registered model name (see `microdense models`)")
@@ -214,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="file to write (default: beside the checkpoint, model.onnx or model.pt); hub: the "
                                  "new folder (default: the checkpoint's name with -hub)")
     p.add_argument("--command", dest="reproduce", metavar="COMMAND",
-                   help="hub: the command that reproduces the run, for the card (default: the file RUN/command)")
+                   help="hub: the command that reproduces the run, for the card (default: the file RUN/command, which "
+                        "microdense train writes)")
     p.add_argument("--opset", type=number(int, 13, 23, high_open=False), help="ONNX opset (default 18)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="any batch size (default: one image per call, the serving shape)")
@@ -268,7 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def model_names(pattern: str = "") -> List[str]:
-    return [n for n in MODEL_NAMES if fnmatch.fnmatchcase(n, pattern or "*")]
+    """The registered names `pattern` matches: a wildcard pattern, or a bare word anywhere in the name ('tiny')."""
+    pattern = pattern or "*"
+    if not any(c in pattern for c in "*?["):  # NOTE: a whole-name match alone would list nothing for 'tiny'
+        pattern = f"*{pattern}*"
+    return [n for n in MODEL_NAMES if fnmatch.fnmatchcase(n, pattern)]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

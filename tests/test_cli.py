@@ -16,6 +16,8 @@ def test_models_lists_one_name_per_line(capsys):
     assert "resnet50" not in names  # timm's own models are not ours to list
     assert main(["models", "*imagenet*"]) == 0
     assert capsys.readouterr().out.split() == ["microdensenet_imagenet_base", "microdensenet_imagenet_small"]
+    assert main(["models", "tiny"]) == 0  # a bare word: anywhere in the name
+    assert capsys.readouterr().out.split() == ["microdensenet_cifar_tiny"]
 
 
 def test_info_table(capsys):

@@ -113,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config_file = str(Path(out) / CONFIG_FILE)  # continue the run as it was configured
     cfg = resolve_config(cli, config_file)
     try:
-        result = train(cfg, progress=not args.quiet)
+        result = train(cfg, progress=not args.quiet, command=shlex.join(["microdense", *args.argv]))
     except TrainingInterrupted as e:
         print(f"microdense: interrupted at step {e.step}; {e.checkpoint} saved. Continue with: "
               f"microdense train --out {e.run_dir} --resume", file=sys.stderr)
@@ -122,9 +122,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         top1 = "n/a" if result.val_top1 is None else f"{100 * result.val_top1:.2f}%"
         top5 = "n/a" if result.val_top5 is None else f"{100 * result.val_top5:.2f}%"
         rate = "n/a" if result.train_img_s is None else f"{result.train_img_s:.0f} img/s"
+        # NOTE: a resumed run's training seconds count the processes before it; its wall time is this process's
+        trained = f"{result.train_seconds:.0f}s training"
+        spent = (f"{trained} ({result.seconds:.0f}s in all)" if result.resumed_at_step is None
+                 else f"{trained} in all, {result.seconds:.0f}s of wall time since the resume at step "
+                      f"{result.resumed_at_step}")
         print(f"done: {cfg.model.name} on {cfg.data.name}, {result.epochs:.2f} epochs / {result.steps} steps, "
-              f"{result.train_seconds:.0f}s training ({result.seconds:.0f}s in all); val top-1 {top1}, top-5 {top5}; "
-              f"{rate} in training; run folder {result.run_dir}")
+              f"{spent}; val top-1 {top1}, top-5 {top5}; {rate} in training; run folder {result.run_dir}")
     return 0
 
 
@@ -317,8 +321,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     from microdense.study.spec import load_study, packaged_studies, parse_shard, smoke, with_data
 
     if args.study_command == "list":
-        for name, path in packaged_studies().items():
-            print(f"{name:<16} {load_study(str(path)).claim}")
+        studies = packaged_studies()
+        width = max(map(len, studies), default=0)  # NOTE: the longest name sets the column, where 16 was too narrow
+        for name, path in studies.items():
+            print(f"{name:<{width}}  {load_study(str(path)).claim}")
         return 0
     if args.study_command == "report":
         from microdense.study.report import write_report

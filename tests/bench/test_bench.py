@@ -44,6 +44,17 @@ def test_bench_unknown_model_is_refused_before_any_work(capsys):
         run_bench(["nope"])
 
 
+@pytest.mark.parametrize("spec, key", [("microdensenet_cifar_tiny:width_multiplier=abc", "width_multiplier"),
+                                       ("densenet_bc100_k12_cifar:growth_rate=abc", "growth_rate")])
+def test_a_knob_of_the_wrong_type_is_refused_in_one_line(spec, key, cli_here):
+    proc = cli_here("bench", "--models", spec, "--steps", "1")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    model = spec.split(":")[0]
+    assert lines[0].startswith(f"microdense: error: cannot build {model}: {key}='abc' is of the wrong type")
+    assert lines[0].endswith(f"give {key} a value of the type it takes")
+
+
 @pytest.mark.slow
 def test_inference_backends_side_by_side(tmp_path, capsys):
     out = tmp_path / "bench.json"
@@ -96,8 +107,9 @@ def test_profile_splits_a_step_into_its_parts():
                      latency_runs=1, profile=True)
     p = result["profile"]
     assert p["step_ms"] > 0 and sum(g["ms"] for g in p["groups"].values()) == pytest.approx(p["step_ms"], rel=1e-3)
-    assert {"conv forward", "conv backward", "BN forward", "BN backward", "ReLU backward", "fused BN-ReLU forward",
-            "fused BN-ReLU backward"} <= set(p["groups"])
+    from microdense.layers.fused import fused_kernels
+    fused = {"fused BN-ReLU forward", "fused BN-ReLU backward"} if fused_kernels() is not None else set()
+    assert {"conv forward", "conv backward", "BN forward", "BN backward", "ReLU backward", *fused} <= set(p["groups"])
     assert [o["ms"] for o in p["top_ops"]] == sorted((o["ms"] for o in p["top_ops"]), reverse=True)
 
 

@@ -65,8 +65,22 @@ def test_missing_or_empty_folder_is_a_user_error(tmp_path, make, message):
 
 
 def test_cifar_missing_without_download_says_where_and_how(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"cifar10 not found or corrupt at .*cifar-10-batches-py; download it"):
+    fix = r"download it \(data.download, --download\), or point data.root \(--data-dir\) at"
+    with pytest.raises(FileNotFoundError, match=rf"cifar10 not found or corrupt at .*cifar-10-batches-py; {fix}"):
         load_source("cifar10", str(tmp_path), False, None, 0)
+
+
+def test_a_tree_without_a_validation_split_says_what_it_holds_out(image_tree, caplog):
+    with caplog.at_level("INFO", logger="microdense"):
+        load_source("imagefolder", str(image_tree), False, None, 0)
+    assert "no validation split found: holding out 10% of the training images (set data.val_split, --val-split)" in [
+        r.getMessage() for r in caplog.records]
+
+
+def test_an_imagefolder_without_a_root_names_the_field_and_the_flag(cli_here):
+    proc = cli_here("train", "--data", "imagefolder", "--epochs", "1")
+    assert proc.returncode == 2 and proc.stderr == ("microdense: error: an imagefolder dataset needs data.root "
+                                                    "(--data-dir): a root/<class>/<image> tree\n")
 
 
 def test_augment_batch_crops_and_flips_per_image():

@@ -91,3 +91,17 @@ def test_an_existing_folder_or_an_unknown_source_is_one_line(tmp_path, capsys):
     assert main(["export", "--checkpoint", "no-such-run", "--format", "hub", "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "neither a run folder nor a released name" in err
+
+
+def test_a_run_folder_microdense_train_made_exports_to_the_hub_layout_with_no_extra_flag(tmp_path, cli_here):
+    run = tmp_path / "run"
+    train_args = ["train", "--data", "synthetic", "--max-steps", "2", "--batch-size", "4", "--set",
+                  "data.limit_images=8", "--accelerator", "cpu", "--devices", "1", "--out", str(run), "--quiet"]
+    assert cli_here(*train_args).returncode == 0
+    proc = cli_here("export", "--checkpoint", str(run), "--format", "hub", "--out", str(tmp_path / "hub"))
+    assert proc.returncode == 0, proc.stderr
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "microdense train --data synthetic --max-steps 2" in card and f"--out {run}" in card  # how to repeat it
+    resumed = cli_here(*train_args[:4], "3", *train_args[5:], "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "--resume" not in (run / "command").read_text()  # a resumed run keeps the command that started it

@@ -54,3 +54,13 @@ def test_every_committed_decision_is_what_its_rule_says_of_the_committed_rows(de
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == decision.read_text()
+
+
+def test_releasing_a_committed_study_whose_run_folders_hold_no_weights_is_one_line(tmp_path, cli_here):
+    study = RESULTS / "converged"
+    run = sorted((study / "runs").iterdir())[0]
+    assert not (run / "model.safetensors").exists()  # committed: configuration and curves, never weights
+    proc = cli_here("study", "release", str(study), "--tag", "cifar10", "--format", "hub", "--out", str(tmp_path))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "holds no weights (no model.safetensors); train it again" in lines[0]

@@ -217,6 +217,8 @@ def test_bad_input_is_one_line_before_any_run(tmp_path, changes, shard, message,
 def test_study_list_and_report_commands(tmp_path, cli_here):
     proc = cli_here("study", "list")
     assert proc.returncode == 0 and "ablation" in proc.stdout and "C4" in proc.stdout
+    starts = {len(line) - len(line.split(maxsplit=1)[1]) for line in proc.stdout.splitlines()}
+    assert len(starts) == 1, proc.stdout  # every claim starts in one column, however long its study's name
     append_row(tmp_path / "results.jsonl", _row("a", 0, 0.5))
     proc = cli_here("study", "report", str(tmp_path))
     assert proc.returncode == 0 and "50.00" in proc.stdout and (tmp_path / "report.md").exists()

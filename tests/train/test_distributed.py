@@ -67,3 +67,28 @@ def test_two_process_ddp_identical_weights_and_reduced_metrics(tmp_path, capsys)
     assert single["images"] == 9
     assert single["top1"] == pytest.approx(ranks[0]["val_top1"], abs=1e-6)
     assert single["loss"] == pytest.approx(ranks[0]["val_loss"], rel=1e-3)
+
+
+def test_more_cpu_processes_than_cores_is_said_in_one_line_before_they_start(tmp_path, monkeypatch, caplog):
+    from microdense.train import run
+    from microdense.train.config import resolve_config
+
+    def no_launch(*args, **kwargs):
+        raise KeyboardInterrupt  # NOTE: stands in for trainer.fit, which would start the processes
+
+    monkeypatch.setattr(run, "_fit", no_launch)
+    monkeypatch.setattr(run.os, "sched_getaffinity", lambda pid: {0})  # a one-core machine
+    cfg = resolve_config({"data": {"name": "synthetic", "limit_images": 8, "batch_size": 4},
+                          "run": {"max_steps": 1, "accelerator": "cpu", "devices": "2", "out": str(tmp_path / "r")}})
+    with caplog.at_level("WARNING", logger="microdense"), pytest.raises(KeyboardInterrupt):
+        run.train(cfg, progress=False)
+    said = [r.getMessage() for r in caplog.records if "training processes" in r.getMessage()]
+    assert said == ["microdense: run.devices starts 2 training processes on a CPU with 1 core: they share the cores, "
+                    "so a step is not faster, and the run takes peak lr 0.00625: 0.2 per 256 images, scaled (linear) "
+                    "to 8 images per step; run.devices 1 (--devices 1) runs one"]
+
+
+def test_processes_within_the_cores_are_not_warned_about():
+    from microdense.train.run import cpu_oversubscribed
+    assert cpu_oversubscribed(2, 2, "peak lr 0.1 at 256 images per step") is None
+    assert "3 training processes on a CPU with 2 cores" in cpu_oversubscribed(3, 2, "peak lr 0.1")

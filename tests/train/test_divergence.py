@@ -65,6 +65,25 @@ def test_the_command_line_says_so_in_one_line_with_exit_code_3(image_tree, tmp_p
     assert proc.stdout == "" and not (out / "model.safetensors").exists()
 
 
+def test_a_diverged_run_starts_again_in_the_same_folder_with_nothing_lost(image_tree, tmp_path, cli_here):
+    out = tmp_path / "run"
+    args = ["train", "--data", "imagefolder", "--data-dir", str(image_tree), "--val-split", "0.25", "--batch-size", "8",
+            "--epochs", "3", "--set", "run.checkpoint_every=1", "--out", str(out), "--quiet"]
+    diverged = cli_here(*args, "--lr", "1e6")
+    assert diverged.returncode == 3, diverged.stderr
+    assert diverged.stderr.strip().endswith("start again in the same folder with run.restart (--restart), which moves "
+                                            f"what it holds into {out / 'previous-1'}")
+    held = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert cli_here(*args, "--lr", "0.05").returncode == 1  # a plain rerun is still refused: it would mix two runs
+    assert cli_here(*args, "--lr", "0.05", "--resume", "--restart").returncode == 2
+    again = cli_here(*args, "--lr", "0.05", "--max-steps", "2", "--restart")
+    assert again.returncode == 0, again.stderr
+    assert {p: (out / "previous-1" / p).read_bytes() for p in held} == held  # the diverged run, moved aside whole
+    assert (out / "model.safetensors").is_file() and not (out / "previous-2").exists()
+    saved = resolve_config({}, str(out / "config.yaml"))
+    assert saved.optim.lr == 0.05 and not saved.run.restart  # a later --resume continues this run
+
+
 def test_weights_holding_nan_are_refused_by_every_loader(image_tree, tmp_path, cli_here):
     run = tmp_path / "run"
     train(_cfg(image_tree, run, run=dict(max_steps=1)), progress=False)

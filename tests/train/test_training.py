@@ -1,5 +1,6 @@
 """`microdense train` and `microdense eval` end to end on small image trees the tests make."""
 import json
+import re
 import signal
 import stat
 import subprocess
@@ -146,7 +147,8 @@ def test_refuses_to_overwrite_a_run(trained_run, cli_here):
     tree, out = trained_run
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "tensorboard" not in p.parts}
     proc = cli_here(*TRAIN, "--data-dir", str(tree), "--out", str(out))
-    assert_one_line_error(proc, "already holds a run; resume it, or choose another run folder", 1)
+    assert_one_line_error(proc, "already holds a run; resume it (run.resume), start it anew (run.restart: it moves "
+                                f"into {out / 'previous-1'}), or choose another run folder", 1)
     after = {p: p.read_bytes() for p in before}
     assert after == before
 
@@ -164,6 +166,34 @@ def test_truncated_and_corrupt_checkpoints_are_refused(trained_run, tmp_path, cl
             (bad_dir / "config.json").write_bytes((out / "config.json").read_bytes())
         proc = cli_here("eval", "--checkpoint", str(bad), "--data", "imagefolder", "--data-dir", str(tree))
         assert_one_line_error(proc, "is truncated or corrupt", 2)
+
+
+def test_a_run_folder_without_its_weights_is_one_line_naming_the_fix(trained_run, tmp_path, cli_here):
+    tree, out = trained_run
+    image = next(tree.glob("*/*.png"))
+    kept = tmp_path / "kept"  # a committed study's run folder: its configuration and curves, no weights
+    kept.mkdir()
+    for name in ("config.yaml", "config.json", "metrics.csv"):
+        (kept / name).write_bytes((out / name).read_bytes())
+    proc = cli_here("predict", "--checkpoint", str(kept), str(image))
+    assert_one_line_error(proc, f"{kept} holds no weights (no model.safetensors); train it again (microdense train "
+                                f"--config {kept / 'config.yaml'} --out NEW_FOLDER)", 1)
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "checkpoints").mkdir(parents=True)
+    (unfinished / "checkpoints" / "last.ckpt").write_bytes((out / "checkpoints" / "last.ckpt").read_bytes())
+    proc = cli_here("predict", "--checkpoint", str(unfinished), str(image))
+    assert_one_line_error(proc, f"load its checkpoint {unfinished / 'checkpoints' / 'last.ckpt'}", 1)
+
+
+def test_the_closing_line_of_a_resumed_run_says_what_its_seconds_count(tmp_path, cli_here):
+    args = ["train", "--data", "synthetic", "--set", "data.limit_images=8", "--batch-size", "4", "--accelerator",
+            "cpu", "--devices", "1", "--out", str(tmp_path / "run"), "--quiet"]
+    first = cli_here(*args, "--max-steps", "2")
+    assert first.returncode == 0 and re.search(r"steps, \d+s training \(\d+s in all\);", first.stdout), first.stdout
+    resumed = cli_here(*args, "--max-steps", "3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert re.search(r"steps, \d+s training in all, \d+s of wall time since the resume at step 2;", resumed.stdout), \
+        resumed.stdout
 
 
 class _RunsCode:
@@ -188,7 +218,7 @@ def test_a_checkpoint_holding_code_is_refused_for_safety_not_called_corrupt(trai
 @pytest.mark.parametrize("args, text, code", [
     (["--model", "microdensenet_cifar_tin"], "unknown model 'microdensenet_cifar_tin'; did you mean", 2),
     (["--data-dir", "/nonexistent/folder"], "data folder /nonexistent/folder does not exist", 1),
-    (["--data-dir", __file__], f"data folder {__file__} is a file, not a folder; point data_dir at", 1),
+    (["--data-dir", __file__], f"data folder {__file__} is a file, not a folder; point data.root (--data-dir) at", 1),
     (["--num-classes", "2"], "num_classes 2 is smaller than the 4 classes found", 2),
     (["--model", "darts_cifar", "--genotype", '{"normal": [], "reduce": []}'], "normal cell has 0 entries", 2),
     (["--model", "microdensenet_cifar_tiny", "--set", "model.kwargs={base_width: 12}"],

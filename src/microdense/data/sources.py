@@ -118,8 +118,8 @@ def load_cifar(name: str, root: str, download: bool) -> DataSource:
         val = cls(root, train=False, download=download)
     except RuntimeError:  # torchvision: "Dataset not found or corrupted."
         folder = Path(root) / cls.base_folder
-        raise FileNotFoundError(f"{name} not found or corrupt at {folder}; download it, or point data_dir at the "
-                                f"folder that holds {cls.base_folder}") from None
+        raise FileNotFoundError(f"{name} not found or corrupt at {folder}; download it (data.download, --download), "
+                                f"or point data.root (--data-dir) at the folder that holds {cls.base_folder}") from None
 
     def to_split(ds) -> TensorImages:
         return TensorImages(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets))
@@ -130,7 +130,7 @@ def load_cifar(name: str, root: str, download: bool) -> DataSource:
 def check_folder(root: Path) -> None:
     """Refuse a data folder that is missing, or is a file, naming which and the layout expected."""
     if root.is_file():
-        raise NotADirectoryError(f"data folder {root} is a file, not a folder; point data_dir at a "
+        raise NotADirectoryError(f"data folder {root} is a file, not a folder; point data.root (--data-dir) at a "
                                  "root/<class>/<image> tree")
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist; expected a root/<class>/<image> tree")
@@ -288,14 +288,14 @@ def load_source(kind: str, data_dir: Optional[str], download: bool, val_split: O
         source = load_cifar(kind, data_dir or "data", download)
     elif kind == "imagefolder":
         if not data_dir:
-            raise ConfigError("an imagefolder dataset needs data_dir: a root/<class>/<image> tree")
+            raise ConfigError("an imagefolder dataset needs data.root (--data-dir): a root/<class>/<image> tree")
         source = load_imagefolder(data_dir)
     else:
         raise ConfigError(f"unknown dataset {kind!r}; choose synthetic, cifar10, cifar100 or imagefolder")
     if source.fingerprint is None:
         source = replace(source, fingerprint=data_fingerprint(kind, source))
     if val_split is None and source.val is None:
-        log.info("no validation split found: holding out 10%% of the training images (set --val-split)")
+        log.info("no validation split found: holding out 10% of the training images (set data.val_split, --val-split)")
         val_split = 0.1
     if val_split:
         train_idx, val_idx = stratified_split(source.train.labels, val_split, seed)

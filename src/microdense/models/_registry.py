@@ -34,10 +34,28 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     except MicrodenseError as e:  # a configuration the family refused: say which model
         raise type(e)(f"cannot build {name}: {e}") from None
     except TypeError as e:
-        # NOTE: Python's own words for a keyword the constructor does not take; any other TypeError is a bug
-        if "unexpected keyword argument" not in str(e):
+        # NOTE: Python's own words for a keyword the constructor does not take
+        if "unexpected keyword argument" in str(e):
+            raise ArgumentError(f"cannot build {name}: {e}") from None
+        key = _ill_typed(name, kwargs)
+        if key is None:  # not a value the caller gave: a bug
             raise
-        raise ArgumentError(f"cannot build {name}: {e}") from None
+        raise ArgumentError(f"cannot build {name}: {key}={kwargs[key]!r} is of the wrong type ({e}); give {key} a "
+                            "value of the type it takes") from None
+
+
+def _ill_typed(name: str, kwargs: dict) -> "str | None":
+    """The first of `kwargs` that alone makes the build raise a TypeError (built on the meta device, at no cost)."""
+    import torch
+    for key, value in kwargs.items():
+        try:
+            with torch.device("meta"):
+                timm.create_model(name, **{key: value})
+        except TypeError:
+            return key
+        except Exception:  # NOTE: another of its faults; the type is what is asked
+            continue
+    return None
 
 
 @dataclass(frozen=True)

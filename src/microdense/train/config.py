@@ -89,6 +89,7 @@ class RunCfg:
     seed: int = setting(0, ge=0, lt=2 ** 32)
     out: Optional[str] = None  # run folder; default runs/<model>-<data>-<time>
     resume: bool = False
+    restart: bool = False  # start anew in `out`, moving what it holds (a diverged run) into out/previous-N first
     devices: str = "auto"  # a count, "auto", "-1" (every GPU) or GPU indices like "0,1"
     num_nodes: int = setting(1, ge=1)
     accelerator: str = setting("auto", choices=ACCELERATORS)
@@ -109,6 +110,9 @@ class RunCfg:
             raise ConfigError(f"RunCfg.precision: {self.precision!r} does not run on a CPU; choose one of "
                              f"{', '.join(CPU_PRECISIONS)}")
         _check_devices(self.devices, on_cpu)
+        if self.resume and self.restart:
+            raise ConfigError("RunCfg.restart: resume is set too; resume continues the run, restart starts it anew: "
+                             "choose one")
 
 
 @dataclass(frozen=True)

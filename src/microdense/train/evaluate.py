@@ -31,7 +31,7 @@ def _eval_source(data: str, data_dir: Optional[str], val_split: Optional[float],
     (or, with `val_split`, the same held-out fraction that training used)."""
     if data == "imagefolder" and val_split is None:
         if not data_dir:
-            raise ConfigError("an imagefolder dataset needs data_dir: a root/<class>/<image> tree")
+            raise ConfigError("an imagefolder dataset needs data.root (--data-dir): a root/<class>/<image> tree")
         source = load_imagefolder(data_dir)
         return replace(source, val=source.val or source.train)
     return load_source(data, data_dir, False, val_split, seed)

@@ -2,6 +2,7 @@
 import dataclasses
 import logging
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -24,8 +26,8 @@ from microdense.train.datamodule import ImageDataModule
 from microdense.train.interrupt import StopOnInterrupt, StopRequested
 from microdense.train.quiet import third_party_noise_silenced
 from microdense.train.report import EpochReport, read_metrics
-from microdense.train.run_folder import (BEST_CHECKPOINT, CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE,
-                                         last_checkpoint)
+from microdense.train.run_folder import (BEST_CHECKPOINT, CHECKPOINT_DIR, COMMAND_FILE, CONFIG_FILE, LAST_CHECKPOINT,
+                                         METRICS_FILE, PREVIOUS, last_checkpoint)
 from microdense.train.saved_model import (LoadedModel, RunInfo, init_from, load_model, nonfinite, origin,
                                          release_info, save_for_timm)
 from microdense.train.system import ClassificationSystem
@@ -84,19 +86,45 @@ def _is_launch_primary() -> bool:
     return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> Optional[Path]:
-    """Refuse to write over another run; return the checkpoint to resume from, if resuming. Creates nothing."""
+def previous_dir(run_dir: Path) -> Path:
+    """Where a restart moves what `run_dir` holds: its first free previous-N."""
+    n = 1
+    while (run_dir / f"{PREVIOUS}{n}").exists():
+        n += 1
+    return run_dir / f"{PREVIOUS}{n}"
+
+
+def _move_aside(run_dir: Path) -> Optional[Path]:
+    """A restart: everything `run_dir` holds but earlier previous-N folders, moved into its next previous-N (nothing
+    saved is lost; each move a rename within the folder)."""
+    if not _is_launch_primary() or not run_dir.is_dir():
+        return None
+    entries = [p for p in run_dir.iterdir() if not re.fullmatch(rf"{PREVIOUS}\d+", p.name)]
+    if not entries:
+        return None
+    aside = previous_dir(run_dir)
+    aside.mkdir()
+    for p in entries:
+        p.rename(aside / p.name)
+    log.info("restart: what %s held is now in %s", run_dir, aside)
+    return aside
+
+
+def check_run_dir(run_dir: Path, resume: bool, restart: bool = False) -> Optional[Path]:
+    """Refuse to write over another run (a restart moves it aside); return the checkpoint to resume from, if
+    resuming. Creates nothing."""
     last = last_checkpoint(run_dir)
-    if not _is_launch_primary():
+    if not _is_launch_primary() or restart:
         return last if resume else None
     holds_run = (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_DIR).exists()
     if resume:
         if not last.exists():
-            raise FileNotFoundError(f"nothing to resume in {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT}; start a "
-                                    "new run there instead")
+            raise FileNotFoundError(f"nothing to resume in {run_dir}: no {CHECKPOINT_DIR}/{LAST_CHECKPOINT}; start "
+                                    f"anew there instead{' (run.restart)' if holds_run else ''}")
         return last
     if holds_run:
-        raise FileExistsError(f"{run_dir} already holds a run; resume it, or choose another run folder")
+        raise FileExistsError(f"{run_dir} already holds a run; resume it (run.resume), start it anew (run.restart: "
+                              f"it moves into {previous_dir(run_dir)}), or choose another run folder")
     return None
 
 
@@ -143,6 +171,16 @@ def _lr_text(optim: OptimCfg, peak: float, global_batch: int) -> str:
         return f"peak lr {peak:g} at {global_batch} images per step"
     return (f"peak lr {peak:g}: {optim.lr:g} per {optim.lr_base_size} images, scaled ({optim.lr_scale}) to "
             f"{global_batch} images per step")
+
+
+def cpu_oversubscribed(processes: int, cores: int, lr: str) -> Optional[str]:
+    """The one line a CPU run gets when it starts more training processes than the machine has cores (gloo, one per
+    device): they share the cores, yet the learning rate follows their combined batch; None when they fit."""
+    if processes <= cores:
+        return None
+    return (f"microdense: run.devices starts {processes} training processes on a CPU with {cores} core"
+            f"{'s' if cores > 1 else ''}: they share the cores, so a step is not faster, and the run takes {lr}; "
+            "run.devices 1 (--devices 1) runs one")
 
 
 def _checkpoint_step(path: Path) -> Optional[int]:
@@ -225,7 +263,9 @@ def _fit(trainer: pl.Trainer, system: ClassificationSystem, datamodule: ImageDat
         last = last_checkpoint(run_dir)
         kept = (f"{last} keeps the last weights saved before it (step {_checkpoint_step(last)}), all finite"
                 if last.exists() else "no checkpoint had been saved before it")
-        raise TrainingDiverged(f"{e}; {kept}", e.step, e.loss, e.lr) from None
+        again = (f"start again in the same folder with run.restart (--restart), which moves what it holds into "
+                 f"{previous_dir(run_dir)}")
+        raise TrainingDiverged(f"{e}; {kept}; {again}", e.step, e.loss, e.lr) from None
     except SystemExit:  # Lightning exits after a KeyboardInterrupt it caught (a second Ctrl-C)
         if stopper.requested:
             raise KeyboardInterrupt from None
@@ -233,12 +273,15 @@ def _fit(trainer: pl.Trainer, system: ClassificationSystem, datamodule: ImageDat
     return time.perf_counter() - start
 
 
-def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: bool = True,
+          command: Optional[str] = None) -> TrainResult:
     """Train the model `cfg` names as it says; returns the final figures (also in the run folder).
 
     Everything is checked (the configuration when it was made; the run folder, the sources it starts from, the
     data) before the run folder is made. Warnings it silences are silenced for the call alone.
     `progress`: show Lightning's progress bar (the one-line size summary follows the log level).
+    `command`: the command that started the run, kept in RUN/command (a resumed run keeps the first) so that a
+    release of the run folder names how to reproduce it.
 
     Raises:
         TrainingInterrupted: Ctrl-C stopped training after saving last.ckpt.
@@ -246,14 +289,14 @@ def train(cfg: TrainConfig, callbacks: Sequence[pl.Callback] = (), progress: boo
             weights were saved (the run folder keeps its last finite checkpoint).
     """
     with third_party_noise_silenced():
-        return _train(cfg, callbacks, progress)
+        return _train(cfg, callbacks, progress, command)
 
 
-def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool) -> TrainResult:
+def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool, command: Optional[str]) -> TrainResult:
     # the run folder: where, and whether it continues a run
     run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(run_dir)))
-    resume_from = check_run_dir(run_dir, cfg.run.resume)
+    resume_from = check_run_dir(run_dir, cfg.run.resume, cfg.run.restart)
     if resume_from is not None:  # Lightning warns that the checkpoint folder it resumes from holds checkpoints
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     check_sources(cfg.model)
@@ -264,11 +307,19 @@ def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool) -
     datamodule = _prepare_data(cfg, source)
     num_classes = datamodule.num_classes
     model, started_from = _build_network(cfg, num_classes, loaded, resume_from is not None)
+    if cfg.run.restart:
+        _move_aside(run_dir)
+        # NOTE: the saved configuration is the new run's own, which a later --resume continues
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, restart=False))
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer, stopper = _make_trainer(cfg, run_dir, callbacks, progress)
     global_batch = datamodule.cfg.batch_size * trainer.world_size
     steps_per_epoch = max(1, len(datamodule.source.train) // global_batch)
     system = ClassificationSystem(model, cfg.optim, num_classes, steps_per_epoch, cfg.run, global_batch)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    crowded = cpu_oversubscribed(trainer.num_devices, cores, _lr_text(cfg.optim, system.peak_lr, global_batch))
+    if crowded and trainer.is_global_zero and isinstance(trainer.accelerator, CPUAccelerator):
+        log.warning(crowded)
     if system.ema is not None:  # NOTE: the weights' running average is kept in eval mode on purpose
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
@@ -285,6 +336,8 @@ def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool) -
     size = None
     if trainer.is_global_zero:
         atomic_write_text(run_dir / CONFIG_FILE, save_config(cfg, made_by))
+        if command and resume_from is None:
+            atomic_write_text(run_dir / COMMAND_FILE, command + "\n")
         size = measure_size(cfg.model.name, model, (c, h, w))
         log.info("%s: %.3fM parameters, %.1fM MACs per %dx%dx%d image, %d classes; %s; run folder %s",
                  cfg.model.name, size.params / 1e6, size.macs / 1e6, c, h, w, num_classes,

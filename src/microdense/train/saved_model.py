@@ -27,6 +27,7 @@ from microdense.errors import WeightsError
 from microdense.io import publish
 from microdense.models import create_model
 from microdense.models._pretrained import parse_release_name, pretrained_overlay, read_release, require_release
+from microdense.train.run_folder import CONFIG_FILE, last_checkpoint
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 RUN_INFO_KEY = "microdense"  # the key of RunInfo in a checkpoint and in config.json
@@ -107,13 +108,27 @@ class LoadedModel:
 REREAD = "use another file or export it again"
 
 
+def _missing_weights(folder: Path) -> FileNotFoundError:
+    """A folder without its weights: a run that has not finished, or whose weights were not kept (a committed study's
+    run folders hold their configuration and curves alone)."""
+    if last_checkpoint(folder).is_file():
+        fix = f"load its checkpoint {last_checkpoint(folder)}, or resume the run to finish it"
+    elif (folder / CONFIG_FILE).is_file():
+        fix = f"train it again (microdense train --config {folder / CONFIG_FILE} --out NEW_FOLDER) and use that"
+    else:
+        fix = "give a run folder microdense train finished, a model.safetensors, a .ckpt or a released name"
+    return FileNotFoundError(f"{folder} holds no weights (no {WEIGHTS}); {fix}")
+
+
 def _load_export(folder: Path) -> LoadedModel:
     from safetensors.torch import load_file
+    if not (folder / WEIGHTS).is_file():
+        raise _missing_weights(folder)
     try:
         cfg = json.loads((folder / CONFIG).read_text())
         state = load_file(str(folder / WEIGHTS))
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{folder} has no {Path(e.filename).name}; expected {WEIGHTS} beside {CONFIG}") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{folder} has no {CONFIG}; expected {CONFIG} beside {WEIGHTS}") from None
     except (json.JSONDecodeError, SafetensorError, OSError) as e:
         raise WeightsError.corrupt(f"checkpoint {folder / WEIGHTS} is", e, REREAD) from None
     if RUN_INFO_KEY not in cfg:
