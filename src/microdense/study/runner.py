@@ -38,7 +38,7 @@ from microdense.train.run_folder import CONFIG_FILE, last_checkpoint
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.yaml"
 # NOTE: where a run happens, not what it is: left out of the fingerprint so shards on other machines match.
-PLACE_FIELDS = ("run.out", "run.resume", "run.devices", "run.num_nodes", "run.accelerator", "data.root",
+PLACE_FIELDS = ("run.out", "run.resume", "run.restart", "run.devices", "run.num_nodes", "run.accelerator", "data.root",
                 "data.workers", "data.download")
 
 
