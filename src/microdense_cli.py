@@ -242,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no training progress bars; the study's own lines stay")
     q.add_argument("--allow-dirty", action="store_true",
                    help="run although the microdense sources have uncommitted changes (each row records it)")
+    q.add_argument("--lanes", type=number(int, 1, 26, high_open=False), metavar="N",
+                   help="run the study in N niced lanes, one run each at a time, from a git worktree pinned at the "
+                        "commit the study began at (DIR/lanes-commit); Ctrl-C stops every run, each saving its "
+                        "checkpoint, and the same command resumes")
+    q.add_argument("--threads", type=number(int, 1, 1024, high_open=False), default=1, metavar="T",
+                   help="with --lanes: compute threads per run (default 1)")
     q = study.add_parser("report", help="report.md, report.png and a printed table of a study's results")
     q.add_argument("dir", metavar="DIR", help="the study's folder (holds results.jsonl)")
     q = study.add_parser("release", help="release each entry's best seed as its model's pretrained weights",

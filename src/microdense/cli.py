@@ -372,6 +372,19 @@ def cmd_study(args: argparse.Namespace) -> int:
             print(f"{chosen.label}: seed {chosen.row['seed']} (val top-1 {100 * chosen.row['val_top1']:.2f}%; "
                   f"chosen over {others or 'no other seed'}) released as {written}")
         return 0
+    if args.lanes:
+        from microdense.study.lanes import run_lanes
+        if args.shard or args.allow_dirty:
+            raise UserError("--lanes runs every run of the study from a pinned commit; it takes no --shard or "
+                            "--allow-dirty", exit_code=2)
+        # NOTE: the runs start in the pinned worktree, so folders are given to them whole
+        forwarded = ([f"--data={args.data}"] if args.data else []) + [
+            f"--{name.replace('_', '-')}={Path(getattr(args, name)).resolve()}" for name in ("data_dir", "test_dir")
+            if getattr(args, name)] + (["--smoke"] if args.smoke else [])
+        study = with_data(load_study(args.study), args.data, args.data_dir)
+        study_arg = args.study if not Path(args.study).is_file() else str(Path(args.study).resolve())
+        return run_lanes(smoke(study) if args.smoke else study, study_arg, Path(args.out), args.lanes, forwarded,
+                         args.threads)
     from microdense.study.runner import run_study
     from microdense.train.run import TrainingInterrupted
 
