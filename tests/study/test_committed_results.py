@@ -3,8 +3,6 @@ figure can be traced to a commit and re-run (docs/results/archive/ holds the old
 committed decision follows from those rows by its study's rule."""
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,7 +29,6 @@ def test_every_committed_row_names_its_commit_and_libraries(path, number, line):
     assert {"torch", "torchvision", "timm", "lightning"} <= versions.keys()
 
 
-SCRIPTS = RESULTS.parents[1] / "scripts"
 DECISIONS = sorted(RESULTS.glob("*/decision.txt"))
 
 
@@ -42,18 +39,11 @@ def test_there_are_committed_decisions_to_check():
 @pytest.mark.parametrize("decision", DECISIONS, ids=[p.parent.name for p in DECISIONS])
 def test_every_committed_decision_is_what_its_rule_says_of_the_committed_rows(decision):
     """The decision files quoted in README are re-derived from the rows beside them by the study's own rule, the one
-    registered before its first row (`microdense study decide`), or by its script where the rule is still one."""
+    registered before its first row (`microdense study decide`)."""
     name = decision.parent.name
-    study = load_study(name)
-    if study.decision is not None:
-        derived = decide(study, study_path(name), decision.parent)
-        assert derived.problem is None
-        assert derived.text() == decision.read_text()
-        return
-    proc = subprocess.run([sys.executable, str(SCRIPTS / f"{name}-decide.py")], cwd=RESULTS.parents[1],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == decision.read_text()
+    derived = decide(load_study(name), study_path(name), decision.parent)
+    assert derived.problem is None
+    assert derived.text() == decision.read_text()
 
 
 def test_releasing_a_committed_study_whose_run_folders_hold_no_weights_is_one_line(tmp_path, cli_here):

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from microdense.errors import ArgumentError, ConfigError
-from microdense.study.decision import FLOOR, Frontier, PairedMargin, equivalent_size, margin_verdict
+from microdense.study.decision import (FLOOR, EligibleThenTime, Frontier, PairedMargin, PairedThenTime,
+                                      equivalent_size, margin_verdict)
 from microdense.study.spec import parse_study
 
 TINY = "microdensenet_cifar_tiny"
@@ -119,12 +120,86 @@ def test_frontier_waits_for_two_complete_seeds_of_the_curve_and_of_each_net():
     assert "small: 1 seed(s) beside a complete curve; no verdict yet" in lines  # its seed-1 run diverged
 
 
+def _study_folder(folder: Path, runs, minutes=None) -> Path:
+    """A study folder holding result rows from (entry, seed, val top-1 in percent); an equal-time one says its
+    minutes in its study.yaml."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(*runs)))
+    if minutes:
+        (folder / "study.yaml").write_text(yaml.safe_dump({"budget": {"time_budget": minutes}}))
+    return folder
+
+
+def _bench(folder: Path, rates) -> None:
+    (folder / "bench.json").write_text(json.dumps({"results": [
+        {"model": f"spec-{label}", "label": label, "train_img_s": rate} for label, rate in rates.items()]}))
+
+
+POSTACT = PairedThenTime(candidate="post", names={"pre": "pre-activation", "post": "post-activation"},
+                         time_leg="timed")
+WORSE_PER_EPOCH = "pre-activation stays (post-activation is worse per epoch than two seeds can resolve)"
+TRAILS = "pre-activation stays (post-activation trails at equal time)"
+POST = "post-activation becomes the default"
+
+
+@pytest.mark.parametrize("post_epochs, post_timed, post_rate, outcome", [
+    ((80.0, 79.0), (75.0, 75.0), 100.0, WORSE_PER_EPOCH),
+    ((85.8, 84.8), (75.0, 75.0), 1.0, POST),  # 0.2 points worse per epoch, inside the 0.3 floor: eligible
+    ((84.5, 85.5), (75.0, 75.0), 1.0, POST),  # -1.5 / +0.5: mean -0.5 inside the seeds' spread 1.41: eligible
+    ((86.1, 85.1), (76.0, 76.0), 1.0, POST),  # ahead at equal time
+    ((86.1, 85.1), (72.0, 72.0), 100.0, TRAILS),
+    ((86.1, 85.1), (74.1, 73.9), 100.0, POST),  # a tie in time, faster
+    ((86.1, 85.1), (74.1, 73.9), 10.0, "pre-activation stays"),  # a tie in time, slower
+])
+def test_paired_then_time_outcomes(tmp_path, post_epochs, post_timed, post_rate, outcome):
+    epochs = [("pre", 0, 86.0), ("pre", 1, 85.0), ("post", 0, post_epochs[0]), ("post", 1, post_epochs[1])]
+    folder = _study_folder(tmp_path / "epochs", epochs)
+    _study_folder(tmp_path / "timed", [("pre", 0, 74.0), ("pre", 1, 74.0), ("post", 0, post_timed[0]),
+                                       ("post", 1, post_timed[1])], minutes=10)
+    _bench(folder, {"pre": 50.0, "post": post_rate})
+    lines = POSTACT.decide(rows(*epochs), "pre", folder)
+    assert lines[-1] == "outcome: " + outcome
+    if outcome != WORSE_PER_EPOCH:
+        assert lines[1].startswith("(2) 10 minutes: pre 74.00, post ")
+
+
+def test_paired_then_time_waits_for_two_seeds(tmp_path):
+    lines = POSTACT.decide(rows(("pre", 0, 86), ("pre", 1, 85), ("post", 0, 86)), "pre", tmp_path)
+    assert lines == ["equal epochs incomplete (seeds with both entries: [0]): no decision yet"]
+
+
+def test_eligible_then_time_chooses_among_the_eligible_by_time_then_speed(tmp_path):
+    # d=8 is best per epoch; d=4 is within d=4's own spread of it, d=2 within the best's spread, d=16 in neither; at
+    # equal time d=4 and d=8 tie within 0.3 points, so the faster of the two wins
+    epochs = [("d=8", 0, 82.5), ("d=8", 1, 81.5), ("d=4", 0, 82.0), ("d=4", 1, 80.0), ("d=2", 0, 81.5),
+              ("d=2", 1, 81.5), ("d=16", 0, 80.0), ("d=16", 1, 80.0)]
+    folder = _study_folder(tmp_path / "epochs", epochs)
+    _study_folder(tmp_path / "timed", [("d=8", 0, 77.0), ("d=8", 1, 77.0), ("d=4", 0, 77.2), ("d=4", 1, 77.2),
+                                       ("d=2", 0, 76.0), ("d=2", 1, 76.0), ("d=16", 0, 80.0), ("d=16", 1, 80.0)],
+                  minutes=10)
+    _bench(folder, {"d=4": 90.0, "d=8": 120.0, "d=16": 200.0})
+    lines = EligibleThenTime(time_leg="timed").decide(rows(*epochs), "d=8", folder)
+    step2 = next(line for line in lines if line.startswith("(2)"))
+    assert "d=2 76.00" in step2  # eligible: 0.5 behind, inside the best's spread 0.71 though its own is 0
+    assert "d=16" not in step2  # out at step (1), so its faster, more accurate timed runs do not count
+    assert lines[-1] == "winner: d=8"
+
+
+def test_a_legacy_speed_leg_is_read_through_its_named_specs(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "bench.json").write_text(json.dumps({"results": [{"model": "m:channels_last=true", "train_img_s": 5.0},
+                                                               {"model": "m:amp=bf16", "train_img_s": 9.0}]}))
+    rule = EligibleThenTime(bench_specs={"a": "m:channels_last=true"})
+    assert rule._rates(folder) == {"a": 5.0}
+
+
 STUDY = dict(budget={"epochs": 1}, seeds=[0, 1], entries=[{"model": TINY, "label": "a"},
                                                           {"model": "resnet20_cifar", "label": "b"}])
 
 
 @pytest.mark.parametrize("decision, error, message", [
-    ({"kind": "best_guess"}, ConfigError, "decision must be a mapping with a kind, one of paired_margin, frontier"),
+    ({"kind": "best_guess"}, ConfigError, "decision must be a mapping with a kind, one of paired_margin, frontier, "),
     ({"kind": "paired_margin", "margin": 1}, ConfigError, r"has no field\(s\) \['margin'\]"),
     ({"kind": "paired_margin", "claims": {"c": "x"}}, ConfigError, r"decision names \['c'\], which are no entry's"),
     ({"kind": "paired_margin", "floor": -0.1}, ConfigError, "PairedMargin.floor: -0.1 is out of range"),

@@ -92,7 +92,8 @@ def decide(study: Study, path: Path, folder: Path) -> Decision:
     if not rows:
         raise ConfigError(f"{folder / RESULTS_FILE} holds no rows yet; run the study first (microdense study run "
                          f"{study.name} --out {folder})")
-    return Decision(study.decision.decide(rows, study.reference), _registration(study, path, _first_commit(rows)))
+    return Decision(study.decision.decide(rows, study.reference, folder),
+                    _registration(study, path, _first_commit(rows)))
 
 
 def write_decision(decision: Decision, folder: Path, accept_changed_rule: bool = False) -> Path:

@@ -9,13 +9,18 @@ Each kind is one rule with its thresholds as fields, written into the study befo
 val top-1 alone (a diverged run has none).
 """
 import bisect
+import json
 import math
 import statistics
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
 
 from microdense.errors import ConfigError
 from microdense.fields import check_fields, setting
+from microdense.study.results import RESULTS_FILE, read_rows
 
 FLOOR = 0.3  # points: the smallest difference two seeds are taken to resolve, whatever their spread
 
@@ -55,7 +60,7 @@ class PairedMargin(Rule):
     def labels(self) -> Tuple[str, ...]:
         return tuple(self.claims)
 
-    def decide(self, rows: Sequence[Dict[str, Any]], reference: str) -> List[str]:
+    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None) -> List[str]:
         top1 = top1_by_seed(rows)
         lines = []
         for variant, claim in self.claims.items():
@@ -117,7 +122,7 @@ class Frontier(Rule):
     def labels(self) -> Tuple[str, ...]:
         return tuple(self.curve) + tuple(self.judged)
 
-    def decide(self, rows: Sequence[Dict[str, Any]], reference: str) -> List[str]:
+    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None) -> List[str]:
         top1 = top1_by_seed(rows)
         params = {r["entry"]: r["params"] for r in rows if r.get("params")}
         seeds = sorted({s for _, s in top1})
@@ -163,7 +168,127 @@ class Frontier(Rule):
         return f"{where} {_size(size)} ({'<' if where == 'below' else '>'}{size / own:.2f}x)"
 
 
-RULES = {"paired_margin": PairedMargin, "frontier": Frontier}
+@dataclass(frozen=True)
+class TimeLeg(Rule):
+    """What the rules that go on to equal time share: the equal-time companion study (its rows in the folder of that
+    name beside this study's) and the speed leg's json in this study's folder, with each entry's spec in it."""
+
+    time_leg: str = ""
+    bench_file: str = "bench.json"
+    # label -> its spec in bench_file, for a speed leg measured before `study bench` labelled its rows
+    bench_specs: Dict[str, str] = setting(default_factory=dict)
+    floor: float = setting(FLOOR, ge=0)
+
+    def labels(self) -> Tuple[str, ...]:
+        return tuple(self.bench_specs)
+
+    def _timed(self, folder: Path) -> Tuple[Dict[str, List[float]], str]:
+        """label -> equal-time val top-1s, and the leg's minutes as its study ran."""
+        companion = folder.parent / self.time_leg
+        by_entry: Dict[str, List[float]] = {}
+        for (label, _), value in sorted(top1_by_seed(read_rows(companion / RESULTS_FILE)).items()):
+            by_entry.setdefault(label, []).append(value)
+        study = companion / "study.yaml"
+        minutes = yaml.safe_load(study.read_text())["budget"]["time_budget"] if study.is_file() else "?"
+        return by_entry, f"{minutes} minutes"
+
+    def _rates(self, folder: Path) -> Dict[str, float]:
+        """label -> training img/s: by the label `microdense study bench` gives each row, or for a speed leg measured
+        before it did, by `bench_specs`."""
+        results = json.loads((folder / self.bench_file).read_text())["results"]
+        if self.bench_specs:
+            rates = {r["model"]: r["train_img_s"] for r in results}
+            return {label: rates[spec] for label, spec in self.bench_specs.items() if rates.get(spec) is not None}
+        return {r["label"]: r["train_img_s"] for r in results if "label" in r and r["train_img_s"] is not None}
+
+
+@dataclass(frozen=True)
+class PairedThenTime(TimeLeg):
+    """One candidate against the reference. (1) Per epoch, with d_s = candidate - reference at seed s, the candidate
+    is eligible when mean(d) >= -max(sd(d), floor); otherwise the reference stays. (2) At equal time an eligible
+    candidate wins when its mean val top-1 exceeds the reference's by more than floor, and loses when it trails by
+    more; (3) within floor the faster in the speed leg wins. `names`: what the outcome calls each of the two."""
+
+    candidate: str = ""
+    names: Dict[str, str] = setting(default_factory=dict)
+
+    def labels(self) -> Tuple[str, ...]:
+        return (self.candidate, *self.names, *self.bench_specs)
+
+    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None) -> List[str]:
+        cand, ref = self.candidate, reference
+        stays, wins = f"{self.names[ref]} stays", f"{self.names[cand]} becomes the default"
+        top1 = top1_by_seed(rows)
+        seeds = sorted(s for (label, s) in top1 if label == cand and (ref, s) in top1)
+        if len(seeds) < 2:
+            return [f"equal epochs incomplete (seeds with both entries: {seeds}): no decision yet"]
+        d = [top1[cand, s] - top1[ref, s] for s in seeds]
+        m, sd = statistics.mean(d), statistics.stdev(d)
+        margin = max(sd, self.floor)
+        lines = [f"(1) equal epochs: {cand} - {ref} by seed {' / '.join(f'{x:+.2f}' for x in d)}; mean {m:+.2f}, "
+                 f"sd {sd:.2f}; eligible when mean >= -{margin:.2f}"]
+        if m < -margin:
+            return lines + [f"outcome: {stays} ({self.names[cand]} is worse per epoch than two seeds can resolve)"]
+        timed, minutes = self._timed(folder)
+        t_ref, t_cand = statistics.mean(timed[ref]), statistics.mean(timed[cand])
+        lines.append(f"(2) {minutes}: {ref} {t_ref:.2f}, {cand} {t_cand:.2f} ({cand} - {ref} {t_cand - t_ref:+.2f}; "
+                     f"decides beyond ±{self.floor})")
+        if t_cand - t_ref > self.floor:
+            return lines + [f"outcome: {wins}"]
+        if t_ref - t_cand > self.floor:
+            return lines + [f"outcome: {stays} ({self.names[cand]} trails at equal time)"]
+        rates = self._rates(folder)
+        lines.append(f"(3) bench, fp32 channels_last: {ref} {rates[ref]:.1f}, {cand} {rates[cand]:.1f} img/s")
+        return lines + ["outcome: " + (wins if rates[cand] > rates[ref] else stays)]
+
+
+@dataclass(frozen=True)
+class EligibleThenTime(TimeLeg):
+    """Many entries, one winner. (1) At equal epochs an entry is eligible when its mean val top-1 is within
+    max(its sample std, the best entry's sample std, floor) of the best entry's mean; (2) among eligible entries the
+    best mean equal-time val top-1 wins; (3) entries within floor of it on (2) are split by training img/s in the
+    speed leg."""
+
+    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None) -> List[str]:
+        by_entry: Dict[str, List[float]] = {}
+        for (label, _), value in sorted(top1_by_seed(rows).items()):
+            by_entry.setdefault(label, []).append(value)
+        epochs = {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+                  for k, v in by_entry.items()}
+        short = [k for k, (_, _, runs) in epochs.items() if runs < 2]
+        if short:
+            return [f"equal epochs incomplete ({', '.join(short)} have fewer than 2 seeds): no decision yet"]
+        best = max(epochs, key=lambda k: epochs[k][0])
+        lines = [f"(1) equal epochs: best {best} {epochs[best][0]:.2f} ± {epochs[best][1]:.2f} ({epochs[best][2]} runs)"]
+        eligible = []
+        for label, (mean, std, runs) in sorted(epochs.items(), key=lambda kv: -kv[1][0]):
+            margin = max(std, epochs[best][1], self.floor)
+            ok = epochs[best][0] - mean <= margin
+            eligible += [label] if ok else []
+            lines.append(f"    {label:10s} {mean:6.2f} ± {std:4.2f} ({runs} runs): {epochs[best][0] - mean:5.2f} behind, "
+                         f"margin {margin:.2f} -> {'eligible' if ok else 'out'}")
+        if len(eligible) == 1:
+            return lines + [f"winner: {eligible[0]}, the only eligible entry: steps (2) and (3) choose among eligible "
+                            "entries, so no equal-time or bench result can change it"]
+        timed_runs, minutes = self._timed(folder)
+        timed = {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+                 for k, v in timed_runs.items()}
+        ranked = sorted((k for k in eligible if k in timed), key=lambda k: -timed[k][0])
+        lines.append(f"(2) {minutes}: " + "; ".join(f"{k} {timed[k][0]:.2f} ± {timed[k][1]:.2f} ({timed[k][2]} runs)"
+                                                   for k in ranked))
+        if not ranked:
+            return lines + ["no eligible entry has equal-time results yet"]
+        rates = self._rates(folder)
+        tied = [k for k in ranked if timed[ranked[0]][0] - timed[k][0] <= self.floor]
+        winner = max(tied, key=lambda k: rates.get(k, 0.0))
+        if len(tied) > 1:
+            lines.append(f"(3) within {self.floor} points: " + ", ".join(
+                f"{k} {rates.get(k, float('nan')):.1f} img/s" for k in tied))
+        return lines + [f"winner: {winner}"]
+
+
+RULES = {"paired_margin": PairedMargin, "frontier": Frontier, "paired_then_time": PairedThenTime,
+         "eligible_then_time": EligibleThenTime}
 
 
 def parse_decision(raw: Any, where: str, labels: Sequence[str]) -> Optional[Any]:
