@@ -274,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "the machine; DIR/bench.json and bench.txt")
     q.add_argument("study", metavar="STUDY", help="a study YAML file, or a packaged study's name")
     q.add_argument("--out", required=True, metavar="DIR", help="the study's folder (holds study.yaml)")
+    q = study.add_parser("claims", help="the paper's claims with the verdicts their studies' rules give: "
+                                        "DIR/claims.md")
+    q.add_argument("dir", metavar="DIR", help="the folder holding each study's folder under its name (docs/results)")
     study.add_parser("list", help="the packaged studies and the claim each tests")
     return parser
 

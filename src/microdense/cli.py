@@ -333,6 +333,12 @@ def cmd_study(args: argparse.Namespace) -> int:
         written = [str(p) for p in (report.markdown, report.plot, report.curves) if p]
         print(f"wrote {', '.join(written[:-1])} and {written[-1]}")
         return 0
+    if args.study_command == "claims":
+        from microdense.study.claims import write_claims
+        path = write_claims(Path(args.dir))
+        print(path.read_text(), end="")
+        print(f"wrote {path}")
+        return 0
     if args.study_command == "decide":
         from microdense.study.decide import decide, study_path, write_decision
         decision = decide(load_study(args.study), study_path(args.study), Path(args.out))

@@ -54,3 +54,12 @@ def test_releasing_a_committed_study_whose_run_folders_hold_no_weights_is_one_li
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert "holds no weights (no model.safetensors); train it again" in lines[0]
+
+
+def test_readme_quotes_the_claims_table_the_rules_give():
+    """README's claims table is the one `microdense study claims docs/results` writes from the committed rows."""
+    from microdense.study.claims import CLAIMS_FILE, claims_table
+    table = claims_table(RESULTS)
+    assert (RESULTS / CLAIMS_FILE).read_text() == table
+    readme = (RESULTS.parents[1] / "README.md").read_text()
+    assert readme.split("<!-- claims -->\n")[1].split("<!-- /claims -->")[0] == table

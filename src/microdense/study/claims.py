@@ -1,0 +1,62 @@
+"""`microdense study claims DIR`: the paper's claims, each with the verdicts its studies' rules give, as one table.
+
+A study tests a claim when its `claim:` starts with the claim's number ("C4: ...") and it states a rule; each line its
+rule gives of the rows in DIR/<study>/ is a row of the table, with the commit its rows were made at. A claim no such
+study tests says so. The table is written to DIR/claims.md; README quotes it, and a test holds the two equal.
+"""
+import re
+from pathlib import Path
+from typing import Dict, List
+
+from microdense.study.decide import decide, study_path
+from microdense.study.results import RESULTS_FILE, read_rows
+from microdense.study.spec import load_study, packaged_studies
+
+CLAIMS_FILE = "claims.md"
+# the abstract's claims (arXiv:2004.08796), as docs/design.md numbers them
+CLAIMS = {"C1": "a 4M-parameter net", "C2": "more accurate than the state of the art", "C3": "12.1x smaller",
+          "C4": "micro-dense aggregation, pyramidal widths and adaptive cardinality each help",
+          "C5": "the block boosts NAS networks", "C6": "it carries to ImageNet-1K"}
+HEADER = ["claim", "study", "verdict", "figures", "commit"]
+
+
+def _commits(folder: Path) -> str:
+    commits = sorted({((r.get("provenance") or {}).get("code") or {}).get("commit") or "?"
+                      for r in read_rows(folder / RESULTS_FILE)})
+    return ", ".join(c[:7] for c in commits)
+
+
+def _split(line: str) -> List[str]:
+    """A rule's line as (verdict, figures): what follows its last '->', and what precedes it."""
+    figures, arrow, verdict = line.rpartition(" -> ")
+    return [verdict, figures] if arrow else ["no verdict yet", line]
+
+
+def claims_table(results: Path) -> str:
+    """The claims table, in markdown, from the packaged studies with rules and their folders under `results`."""
+    rows: Dict[str, List[List[str]]] = {c: [] for c in CLAIMS}
+    for name in packaged_studies():
+        study = load_study(name)
+        numbers = re.findall(r"C\d", study.claim.split(":")[0])
+        folder = results / name
+        if study.decision is None or not numbers:
+            continue
+        if not read_rows(folder / RESULTS_FILE):
+            rows.update({n: rows[n] + [[name, "no rows yet", "", ""]] for n in numbers})
+            continue
+        decision = decide(study, study_path(name), folder)
+        lines = decision.lines if decision.problem is None else [f"rule not as registered: {decision.problem}"]
+        for number in numbers:
+            rows[number] += [[name, *_split(line), _commits(folder)] for line in lines]
+    table = ["| " + " | ".join(HEADER) + " |", "| " + " | ".join("---" for _ in HEADER) + " |"]
+    for number, text in CLAIMS.items():
+        for row in rows[number] or [["-", "not tested by a study with a rule", "", ""]]:
+            table.append("| " + " | ".join([f"{number}: {text}", *row]).replace("\n", " ") + " |")
+    return "\n".join(table) + "\n"
+
+
+def write_claims(results: Path) -> Path:
+    from microdense.io import atomic_write_text
+    path = results / CLAIMS_FILE
+    atomic_write_text(path, claims_table(results))
+    return path
