@@ -340,8 +340,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return 0
     if args.study_command == "decide":
-        from microdense.study.decide import decide, study_path, write_decision
-        decision = decide(load_study(args.study), study_path(args.study), Path(args.out))
+        from microdense.study.decide import decide, write_decision
+        decision = decide(load_study(args.study), Path(args.out))
         print(decision.text(args.accept_changed_rule), end="")
         print(f"wrote {write_decision(decision, Path(args.out), args.accept_changed_rule)}")
         return 0

@@ -47,6 +47,16 @@ def code_state() -> Dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status), "version": version}
 
 
+def file_state(path: Path) -> Dict[str, Any]:
+    """{path, commit, dirty}: the commit of the git repository holding `path` and whether the file differs from it;
+    commit and dirty are None outside a repository. A study's rows record it for the study file, so its rule can be
+    read as it stood when they were made, wherever the file lives."""
+    folder = Path(path).resolve().parent
+    commit = _git(folder, "rev-parse", "HEAD")
+    status = _git(folder, "status", "--porcelain", "--", Path(path).name) if commit else None
+    return {"path": str(path), "commit": commit, "dirty": None if status is None else bool(status)}
+
+
 def library_versions() -> Dict[str, Optional[str]]:
     versions = {}
     for name in LIBRARIES:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from microdense.study.decide import decide, study_path
+from microdense.study.decide import decide
 from microdense.study.spec import load_study
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
@@ -41,7 +41,7 @@ def test_every_committed_decision_is_what_its_rule_says_of_the_committed_rows(de
     """The decision files quoted in README are re-derived from the rows beside them by the study's own rule, the one
     registered before its first row (`microdense study decide`)."""
     name = decision.parent.name
-    derived = decide(load_study(name), study_path(name), decision.parent)
+    derived = decide(load_study(name), decision.parent)
     assert derived.problem is None
     assert derived.text() == decision.read_text()
 

@@ -325,15 +325,34 @@ def test_the_speed_leg_measures_the_nets_the_study_ran_as_its_committed_bench_di
     assert [label for label, _ in specs] == ["default", "residual", "constant", "fixed", "dense", "resnet20_cifar"]
 
 
-def test_study_bench_writes_the_legs_json_and_table(tmp_path, cli_here):
-    study = tmp_path / "s.yaml"
-    study.write_text(yaml.safe_dump({**STUDY, "bench": {"batch_size": 2, "steps": 1, "warmup": 0, "rounds": 1,
-                                                        "precision": "fp32", "channels_last": False}}))
+def test_a_new_study_with_a_rule_and_a_speed_leg_is_one_yaml_file(tmp_path, cli_here):
+    """Written, committed, run, decided and benchmarked with no script: its rows record the study file's own commit,
+    so its rule is read as it stood then, and an edit after the first row is caught."""
+    repo = tmp_path / "lab"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    study = repo / "mine.yaml"
+    study.write_text(yaml.safe_dump({**STUDY, "reference": "a",
+                                     "decision": {"kind": "paired_margin", "claims": {"b": "a beats b"}},
+                                     "bench": {"batch_size": 2, "steps": 1, "warmup": 0, "rounds": 1,
+                                               "channels_last": False}}))
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "my study, its rule and its speed leg")
     folder = tmp_path / "study"
     proc = cli_here("study", "bench", str(study), "--out", str(folder))
     assert proc.returncode == 2 and "run the study into" in proc.stderr  # no study.yaml: nothing ran yet
     assert cli_here("study", "run", str(study), "--out", str(folder), "--smoke", "--allow-dirty",
                     "--quiet").returncode == 0
+    rows_ = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert {r["study_file"]["commit"] for r in rows_} == {_git(repo, "rev-parse", "HEAD")}
+
+    proc = cli_here("study", "decide", str(study), "--out", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    assert (folder / "decision.txt").read_text() == "b (a beats b): 1 seed(s) paired with the a; no verdict yet\n"
+    study.write_text(study.read_text().replace("a beats b", "a is better than b"))
+    proc = cli_here("study", "decide", str(study), "--out", str(folder))
+    assert proc.returncode == 2 and "differs from the one it held at commit" in proc.stderr
+
     proc = cli_here("study", "bench", str(study), "--out", str(folder))
     assert proc.returncode == 0, proc.stderr
     results = json.loads((folder / "bench.json").read_text())["results"]

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Dict, List
 
-from microdense.study.decide import decide, study_path
+from microdense.study.decide import decide
 from microdense.study.results import RESULTS_FILE, read_rows
 from microdense.study.spec import load_study, packaged_studies
 
@@ -44,7 +44,7 @@ def claims_table(results: Path) -> str:
         if not read_rows(folder / RESULTS_FILE):
             rows.update({n: rows[n] + [[name, "no rows yet", "", ""]] for n in numbers})
             continue
-        decision = decide(study, study_path(name), folder)
+        decision = decide(study, folder)
         lines = decision.lines if decision.problem is None else [f"rule not as registered: {decision.problem}"]
         for number in numbers:
             rows[number] += [[name, *_split(line), _commits(folder)] for line in lines]

@@ -9,7 +9,7 @@ prose, since it changes the rule's form and not the rule (the identical decision
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -17,7 +17,7 @@ from microdense.errors import ConfigError
 from microdense.io import atomic_write_text
 from microdense.study.decision import as_data, parse_decision, same_rule
 from microdense.study.results import RESULTS_FILE, read_rows
-from microdense.study.spec import Study, packaged_studies
+from microdense.study.spec import Study
 
 DECISION_FILE = "decision.txt"
 
@@ -33,12 +33,13 @@ class Decision:
         return "\n".join((head if self.problem else []) + self.lines) + "\n"
 
 
-def _first_commit(rows: List[Dict[str, Any]]) -> Optional[str]:
-    for row in sorted(rows, key=lambda r: r.get("finished") or ""):
-        commit = ((row.get("provenance") or {}).get("code") or {}).get("commit")
-        if commit:
-            return commit
-    return None
+def _made_at(row: Dict[str, Any]) -> Tuple[Optional[str], bool]:
+    """The commit a row's study file stood at, and whether it had uncommitted changes: the file's own, where the row
+    records it (a study file may live in another repository than microdense), else the package's (a packaged study's
+    rows from before rows recorded it)."""
+    study_file = row.get("study_file") or {}
+    return (study_file.get("commit") or ((row.get("provenance") or {}).get("code") or {}).get("commit"),
+            bool(study_file.get("dirty")))
 
 
 def _file_at(commit: str, path: Path) -> Optional[Dict[str, Any]]:
@@ -52,10 +53,14 @@ def _file_at(commit: str, path: Path) -> Optional[Dict[str, Any]]:
     return yaml.safe_load(proc.stdout) if proc.returncode == 0 else None
 
 
-def _registration(study: Study, path: Path, commit: Optional[str]) -> Optional[str]:
-    """None when the rule applied now is the one registered at `commit`; otherwise why not, in one line."""
+def _registration(study: Study, path: Path, first_row: Dict[str, Any]) -> Optional[str]:
+    """None when the rule applied now is the one registered when `first_row` was made; otherwise why not, in one
+    line."""
+    commit, dirty = _made_at(first_row)
     if commit is None:
         return "no row names the commit it was made at, so the rule it was registered under cannot be read"
+    if dirty:
+        return f"the first row was made from {path.name} with uncommitted changes, so no commit holds its rule"
     then = _file_at(commit, path)
     if then is None:
         return f"the study file {path.name} cannot be read at commit {commit[:7]}, the first row's"
@@ -75,25 +80,20 @@ def _registration(study: Study, path: Path, commit: Optional[str]) -> Optional[s
     return None
 
 
-def study_path(name: str) -> Path:
-    path = Path(name)
-    return path if path.is_file() else packaged_studies()[name]
-
-
-def decide(study: Study, path: Path, folder: Path) -> Decision:
-    """The decision the rule in `path` (the study file `study` was read from) gives of the rows in `folder`.
+def decide(study: Study, folder: Path) -> Decision:
+    """The decision the rule of `study` (read from its file by `load_study`) gives of the rows in `folder`.
 
     Raises:
         ConfigError: the study has no rule, or no rows yet.
     """
-    if study.decision is None:
+    if study.decision is None or study.path is None:
         raise ConfigError(f"study {study.name} has no decision section: it states no rule to apply")
     rows = read_rows(folder / RESULTS_FILE)
     if not rows:
         raise ConfigError(f"{folder / RESULTS_FILE} holds no rows yet; run the study first (microdense study run "
                          f"{study.name} --out {folder})")
-    return Decision(study.decision.decide(rows, study.reference, folder),
-                    _registration(study, path, _first_commit(rows)))
+    first = min(rows, key=lambda r: r.get("finished") or "")
+    return Decision(study.decision.decide(rows, study.reference, folder), _registration(study, Path(study.path), first))
 
 
 def write_decision(decision: Decision, folder: Path, accept_changed_rule: bool = False) -> Path:

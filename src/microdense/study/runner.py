@@ -26,7 +26,7 @@ from microdense.errors import ConfigError, MicrodenseError, TrainingDiverged
 from microdense.io import atomic_write_text
 from microdense.models import check_model_name
 from microdense.models.config import check_sources
-from microdense.provenance import code_state, provenance, source_root
+from microdense.provenance import code_state, file_state, provenance, source_root
 from microdense.study.decision import as_data
 from microdense.study.results import RESULTS_FILE, append_row, read_rows
 from microdense.study.spec import Entry, PlannedRun, Study, plan, run_config
@@ -201,6 +201,7 @@ def _train_run(study: Study, r: PlannedRun, entry: ResolvedEntry, cfg: TrainConf
                                                   workers=cfg.data.workers), accelerator=cfg.run.accelerator)
             row.update(test_top1=test.top1, test_top5=test.top5, test_images=test.images)
     row.update(run=r.name, config_sha=fingerprint(cfg), precision=cfg.run.precision,
+               study_file=file_state(Path(study.path)) if study.path else None,
                provenance=result.provenance if result is not None else provenance(), command=command,
                finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     return row

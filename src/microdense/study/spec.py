@@ -65,6 +65,7 @@ class Study:
     description: str = ""
     decision: Optional[Any] = None  # the rule written before the first run (microdense.study.decision)
     bench: Optional[BenchLeg] = None  # the speed leg
+    path: Optional[str] = None  # the file it was read from, if any
 
     def entry(self, label: str) -> Entry:
         return next(e for e in self.entries if e.label == label)
@@ -187,7 +188,7 @@ def load_study(study: str) -> Study:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"study file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return parse_study(raw, path.stem, f"study file {path}")
+    return dataclasses.replace(parse_study(raw, path.stem, f"study file {path}"), path=str(path))
 
 
 def with_data(study: Study, name: Optional[str], root: Optional[str]) -> Study:
