@@ -274,7 +274,11 @@ def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool) -
 
     # what the run is, written before it starts
     c, (h, w) = 3, datamodule.image_size
-    made_by = {**provenance(), "data": datamodule.source.fingerprint,
+    # NOTE: the data's folder, held-out fraction and seed beside its fingerprint: what `eval` needs to score the
+    # images the run held out, from the weights alone
+    data = {**datamodule.source.fingerprint, "root": cfg.data.root, "val_split": cfg.data.val_split,
+            "seed": cfg.run.seed}
+    made_by = {**provenance(), "data": data,
                "learning_rate": dict(peak=system.peak_lr, global_batch=global_batch),
                **({"started_from": started_from} if started_from else {})}
     system.run_info = RunInfo(

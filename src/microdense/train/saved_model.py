@@ -166,7 +166,8 @@ def release_info(model: str, tag: Optional[str] = None) -> Tuple[str, RunInfo]:
         model=model, model_args=dict(num_classes=meta["num_classes"]), classes=meta["classes"], mean=meta["mean"],
         std=meta["std"], input_size=meta["input_size"], crop_pct=meta["crop_pct"],
         metrics={k: record.get(k) for k in ("val_top1", "val_top5")},
-        provenance=dict(release=f"{model}.{tag}", code=dict(commit=record.get("commit")), data=record.get("data")))
+        provenance=dict(release=f"{model}.{tag}", code=dict(commit=record.get("commit")),
+                        data={**(record.get("data") or {}), "seed": record.get("seed")}))
 
 
 def _load_release(model: str, tag: Optional[str]) -> LoadedModel:
