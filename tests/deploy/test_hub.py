@@ -91,3 +91,17 @@ def test_an_existing_folder_or_an_unknown_source_is_one_line(tmp_path, capsys):
     assert main(["export", "--checkpoint", "no-such-run", "--format", "hub", "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "neither a run folder nor a released name" in err
+
+
+def test_an_exported_config_carries_the_runs_labels_and_data_tag_not_the_default_releases(image_tree, tmp_path,
+                                                                                          capsys):
+    run, out = tmp_path / "run", tmp_path / "hub"
+    assert main(["train", "--data", "imagefolder", "--data-dir", str(image_tree), "--max-steps", "1", "--batch-size",
+                 "8", "--accelerator", "cpu", "--devices", "1", "--quiet", "--out", str(run)]) == 0
+    assert main(["export", "--checkpoint", str(run), "--format", "hub", "--out", str(out), "--command", "train"]) == 0
+    for folder in (run, out):
+        config = json.loads((folder / "config.json").read_text())
+        labels = [f"class{c}" for c in range(4)]
+        assert config["label_names"] == config["pretrained_cfg"]["label_names"] == labels, folder
+        assert config["pretrained_cfg"]["tag"] == "imagefolder" and config["pretrained_cfg"]["num_classes"] == 4
+    assert timm.create_model(f"local-dir:{out}", pretrained=True).pretrained_cfg["label_names"] == labels
