@@ -9,6 +9,8 @@ files (`FileImages`) for per-image torchvision transforms. Every failure the use
 import hashlib
 import logging
 import os
+import shutil
+import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -110,13 +112,30 @@ def load_synthetic(seed: int) -> DataSource:
                       [f"class_{i}" for i in range(10)])
 
 
+def _download(name: str, cls: Any, root: Path) -> None:
+    """Fetch a torchvision CIFAR into `root`; where the network fails, the folders the attempt made are removed (what
+    was there before stays) and the error names the URL, the folder and the way around it."""
+    made = next((p for p in reversed((root, *root.parents)) if not p.exists()), None)
+    try:
+        cls(str(root), train=True, download=True)
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        reason = getattr(e, "reason", e)
+        raise ConnectionError(f"could not download {name} from {cls.url} ({reason}); put its extracted folder "
+                              f"{cls.base_folder} in {root} by hand, or use an image tree instead (data.name "
+                              "imagefolder and data_dir: --data imagefolder --data-dir DIR)") from None
+
+
 def load_cifar(name: str, root: str, download: bool) -> DataSource:
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls = CIFAR10 if name == "cifar10" else CIFAR100
+    if download:
+        _download(name, cls, Path(root))
     try:
-        train = cls(root, train=True, download=download)
-        val = cls(root, train=False, download=download)
+        train = cls(root, train=True)
+        val = cls(root, train=False)
     except RuntimeError:  # torchvision: "Dataset not found or corrupted."
         folder = Path(root) / cls.base_folder
         raise FileNotFoundError(f"{name} not found or corrupt at {folder}; download it, or point data_dir at the "
