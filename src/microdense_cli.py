@@ -65,7 +65,8 @@ TRAIN_FLAGS = (
     ("--val-split", "data.val_split", dict(type=float, help="hold out this stratified fraction of the training "
                                                             "images")),
     ("--batch-size", "data.batch_size", dict(type=int, help="images per device per step")),
-    ("--workers", "data.workers", dict(type=int, help="loader worker processes (large images)")),
+    ("--workers", "data.workers", dict(type=int, help="loader worker processes (large images; default: the "
+                                                      "machine's cores, at most 8)")),
     ("--recipe", "recipe", dict(choices=RECIPES, help="training recipe (default fast)")),
     ("--lr", "optim.lr", dict(type=float, help="peak learning rate, per --lr-base-size images when that is set (the "
                                                 "recipes set it): a run scales it to its global batch")),
@@ -127,7 +128,8 @@ def _add_data_args(p: argparse.ArgumentParser, checked: bool) -> None:
     split.add_argument("--all-images", action="store_true", help="score every image of the data, even those the "
                                                                  "run trained on")
     p.add_argument("--batch-size", type=number(int, 1) if checked else int, help="images per device per step")
-    p.add_argument("--workers", type=number(int, 0) if checked else int, help="loader worker processes (large images)")
+    p.add_argument("--workers", type=number(int, 0) if checked else int,
+                   help="loader worker processes (large images; default: the machine's cores, at most 8)")
     p.add_argument("--seed", type=number(int, 0, 2 ** 32) if checked else int,
                    help="seed for data order, splits and initialisation (default: the run's, on its kind of data)")
 
@@ -192,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", action="store_true", help="accuracy of every class")
     p.add_argument("--plot", metavar="PNG", help="write the confusion matrix here")
     p.add_argument("--flip", action="store_true", help="average each image's logits with its mirror image's")
-    p.set_defaults(batch_size=256, workers=4)
+    p.set_defaults(batch_size=256)
 
     p = sub.add_parser("predict", help="top-k labels for image files and folders")
     p.add_argument("--checkpoint", required=True,
