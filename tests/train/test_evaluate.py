@@ -49,6 +49,18 @@ def test_the_data_a_run_trained_on_is_scored_on_the_images_it_held_out(run, cli_
     assert every["images"] == 80 and every["scored"] == f"all 80 images of {tree}"
 
 
+def test_a_run_recorded_before_its_split_sat_beside_its_fingerprint_is_held_out_by_its_config(run, tmp_path, cli_here):
+    tree, out = run
+    older = tmp_path / "older"
+    shutil.copytree(out, older)
+    config = json.loads((older / "config.json").read_text())
+    for key in ("root", "val_split", "seed"):
+        del config["microdense"]["provenance"]["data"][key]
+    (older / "config.json").write_text(json.dumps(config))
+    result = _scores(cli_here, "--checkpoint", str(older))
+    assert result["images"] == 8 and result["scored"].startswith(f"8 held-out images of {tree}, as the run held")
+
+
 def test_a_folder_the_run_never_saw_is_scored_whole(run, tmp_path, cli_here):
     _, out = run
     other = make_image_tree(tmp_path / "other", per_class=5, seed=1)

@@ -44,8 +44,8 @@ def recorded_data(checkpoint: str, info: RunInfo) -> Dict[str, Any]:
     folder = path if path.is_dir() else path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
     if "seed" not in data and (folder / CONFIG_FILE).is_file():
         values = yaml.safe_load((folder / CONFIG_FILE).read_text())
-        data = dict(name=values["data"]["name"], root=values["data"].get("root"),
-                    val_split=values["data"].get("val_split"), seed=values["run"].get("seed", 0), **data)
+        data = {"name": values["data"]["name"], "root": values["data"].get("root"),
+                "val_split": values["data"].get("val_split"), "seed": values["run"].get("seed", 0), **data}
     return data
 
 
