@@ -124,7 +124,7 @@ def _download(name: str, cls: Any, root: Path) -> None:
         reason = getattr(e, "reason", e)
         raise ConnectionError(f"could not download {name} from {cls.url} ({reason}); put its extracted folder "
                               f"{cls.base_folder} in {root} by hand, or use an image tree instead (data.name "
-                              "imagefolder and data_dir: --data imagefolder --data-dir DIR)") from None
+                              "imagefolder and data.root: --data imagefolder --data-dir DIR)") from None
 
 
 def load_cifar(name: str, root: str, download: bool) -> DataSource:

@@ -117,11 +117,12 @@ def evaluate(checkpoint: str, data: DataCfg, seed: Optional[int] = None, acceler
     if own_data:
         if not recorded.get("name"):
             raise ConfigError(f"{checkpoint} records no data it was trained on; name the data to evaluate it on "
-                              "(data.name and data_dir)")
+                              "(data.name and data.root: --data, --data-dir)")
         data = replace(data, name=recorded["name"], root=recorded.get("root"))
         if data.name == "imagefolder" and not Path(data.root or "").is_dir():
             raise FileNotFoundError(f"{checkpoint} was trained on the images in {data.root}, which is not a folder "
-                                    f"here ({Path.cwd()}); name the data to evaluate it on (data.name and data_dir)")
+                                    f"here ({Path.cwd()}); name the data to evaluate it on (data.name and data.root: "
+                                    "--data, --data-dir)")
     if seed is None:  # the run's own, for its kind of data: the synthetic set it drew, the images it held out
         seed = (recorded.get("seed") or 0) if data.name == recorded.get("name") else 0
     num_classes = loaded.model.num_classes
