@@ -65,7 +65,8 @@ TRAIN_FLAGS = (
     ("--val-split", "data.val_split", dict(type=float, help="hold out this stratified fraction of the training "
                                                             "images")),
     ("--batch-size", "data.batch_size", dict(type=int, help="images per device per step")),
-    ("--workers", "data.workers", dict(type=int, help="loader worker processes (large images)")),
+    ("--workers", "data.workers", dict(type=int, help="loader worker processes (large images; default: the "
+                                                      "machine's cores, at most 8)")),
     ("--recipe", "recipe", dict(choices=RECIPES, help="training recipe (default fast)")),
     ("--lr", "optim.lr", dict(type=float, help="peak learning rate, per --lr-base-size images when that is set (the "
                                                 "recipes set it): a run scales it to its global batch")),
@@ -118,16 +119,22 @@ def number(kind: Callable[[str], Any], low: float, high: Optional[float] = None,
     return parse
 
 
-def _add_data_args(p: argparse.ArgumentParser, default_data: Optional[str], checked: bool) -> None:
+def _add_data_args(p: argparse.ArgumentParser, checked: bool) -> None:
     """The data flags. `checked`: bound them here (eval); train leaves them to its configuration check."""
-    p.add_argument("--data", choices=DATA_KINDS, default=default_data, help="dataset (default: synthetic)")
+    p.add_argument("--data", choices=DATA_KINDS, help="dataset (default: the one the run trained on)")
     p.add_argument("--data-dir", help="dataset folder (CIFAR root, or an ImageFolder tree)")
-    p.add_argument("--val-split", type=number(float, 0, 1, low_open=True) if checked else float,
-                   help="hold out this stratified fraction of the training images")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--val-split", type=number(float, 0, 1, low_open=True) if checked else float,
+                       help="score this stratified fraction of the training images, held out by --seed (default: "
+                            "the images the run held out, on the data it trained on; other data: every image, or its "
+                            "own validation split)")
+    split.add_argument("--all-images", action="store_true", help="score every image of the data, even those the "
+                                                                 "run trained on")
     p.add_argument("--batch-size", type=number(int, 1) if checked else int, help="images per device per step")
-    p.add_argument("--workers", type=number(int, 0) if checked else int, help="loader worker processes (large images)")
+    p.add_argument("--workers", type=number(int, 0) if checked else int,
+                   help="loader worker processes (large images; default: the machine's cores, at most 8)")
     p.add_argument("--seed", type=number(int, 0, 2 ** 32) if checked else int,
-                   help="seed for data order, splits and initialisation")
+                   help="seed for data order, splits and initialisation (default: the run's, on its kind of data)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,13 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="top-1/top-5/loss of a trained model")
     p.add_argument("--checkpoint", required=True,
                    help="run folder, model.safetensors, a .ckpt, or a released name (model.tag)")
-    _add_data_args(p, "synthetic", checked=True)
+    _add_data_args(p, checked=True)
     p.add_argument("--accelerator", choices=ACCELERATORS, default="auto")
-    p.add_argument("--json", action="store_true", help="last line printed is one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress and notes: stderr)")
     p.add_argument("--per-class", action="store_true", help="accuracy of every class")
     p.add_argument("--plot", metavar="PNG", help="write the confusion matrix here")
     p.add_argument("--flip", action="store_true", help="average each image's logits with its mirror image's")
-    p.set_defaults(batch_size=256, workers=4, seed=0)
+    p.set_defaults(batch_size=256)
 
     p = sub.add_parser("predict", help="top-k labels for image files and folders")
     p.add_argument("--checkpoint", required=True,

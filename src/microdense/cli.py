@@ -134,25 +134,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from microdense.data.config import DataCfg
+    from microdense.models._pretrained import parse_release_name
     from microdense.train.evaluate import evaluate
 
-    data = DataCfg(name=args.data, root=args.data_dir, val_split=args.val_split, batch_size=args.batch_size,
-                   workers=args.workers)
-    result = evaluate(args.checkpoint, data, args.seed, args.accelerator, args.flip, args.plot)
-    if args.per_class:
+    if args.data is None and not Path(args.checkpoint).exists() and parse_release_name(args.checkpoint):
+        raise UserError(f"{args.checkpoint} is released weights, whose training images are not here; name the data to "
+                        "score it on with --data (e.g. --data imagefolder --data-dir DIR)")
+    data = DataCfg(name=args.data or "synthetic", root=args.data_dir, val_split=args.val_split,
+                   batch_size=args.batch_size, workers=args.workers)
+    result = evaluate(args.checkpoint, data, args.seed, args.accelerator, args.flip, args.plot,
+                      own_data=args.data is None, all_images=args.all_images)
+    # NOTE: --json owns stdout: one JSON object, and every other line goes to stderr
+    notes = sys.stderr if args.json else sys.stdout
+    if args.per_class and not args.json:
         width = max(len(c) for c in result.per_class)
         for name, acc in result.per_class.items():
             print(f"{name:<{width}}  {100 * acc:6.2f}%")
     if args.plot:
-        print(f"confusion matrix: {args.plot}")
-    summary = dict(top1=result.top1, top5=result.top5, loss=result.loss, images=result.images)
+        print(f"confusion matrix: {args.plot}", file=notes)
+    summary = dict(top1=result.top1, top5=result.top5, loss=result.loss, images=result.images, scored=result.scored)
     if args.json:
         if args.per_class:
             summary["per_class"] = result.per_class
         print(json.dumps(summary))
     else:
-        print(f"top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%  loss {result.loss:.4f}  "
-              f"images {result.images}")
+        print(f"top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%  loss {result.loss:.4f}  on "
+              f"{result.scored}")
     return 0
 
 

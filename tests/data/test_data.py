@@ -171,3 +171,28 @@ def test_cutout_is_the_same_square_in_pixels_on_the_large_image_path(tmp_path, s
             continue
         assert 0 < len(rows) <= size and 0 < len(cols) <= size  # one square of `size` px, clipped at the edges
         assert zeroed.sum() == len(rows) * len(cols)
+
+
+def test_an_offline_download_is_one_line_and_leaves_no_empty_folder(tmp_path, monkeypatch, cli_here):
+    """No network: the download fails as torchvision's does offline, after making its folder."""
+    import os
+    import urllib.error
+
+    import torchvision.datasets.cifar as cifar
+
+    def offline(url, root, **kwargs):
+        os.makedirs(root, exist_ok=True)
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
+    before = tmp_path / "kept"
+    before.mkdir()
+    for root in (tmp_path / "new" / "cifar", before / "cifar"):
+        proc = cli_here("train", "--data", "cifar10", "--data-dir", str(root), "--download", "--out",
+                        str(tmp_path / "run"))
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f"microdense: error: could not download cifar10 from {cifar.CIFAR10.url} (")
+        assert f"folder cifar-10-batches-py in {root} by hand" in lines[0]
+        assert lines[0].endswith("--data imagefolder --data-dir DIR)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"] and list(before.iterdir()) == []

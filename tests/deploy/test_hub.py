@@ -105,3 +105,17 @@ def test_a_run_folder_microdense_train_made_exports_to_the_hub_layout_with_no_ex
     resumed = cli_here(*train_args[:4], "3", *train_args[5:], "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "--resume" not in (run / "command").read_text()  # a resumed run keeps the command that started it
+
+
+def test_an_exported_config_carries_the_runs_labels_and_data_tag_not_the_default_releases(image_tree, tmp_path,
+                                                                                          capsys):
+    run, out = tmp_path / "run", tmp_path / "hub"
+    assert main(["train", "--data", "imagefolder", "--data-dir", str(image_tree), "--max-steps", "1", "--batch-size",
+                 "8", "--accelerator", "cpu", "--devices", "1", "--quiet", "--out", str(run)]) == 0
+    assert main(["export", "--checkpoint", str(run), "--format", "hub", "--out", str(out), "--command", "train"]) == 0
+    for folder in (run, out):
+        config = json.loads((folder / "config.json").read_text())
+        labels = [f"class{c}" for c in range(4)]
+        assert config["label_names"] == config["pretrained_cfg"]["label_names"] == labels, folder
+        assert config["pretrained_cfg"]["tag"] == "imagefolder" and config["pretrained_cfg"]["num_classes"] == 4
+    assert timm.create_model(f"local-dir:{out}", pretrained=True).pretrained_cfg["label_names"] == labels

@@ -102,10 +102,11 @@ def test_predict_eval_and_export_take_a_released_name(released, weights, tmp_pat
     [pred] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert pred["path"] == str(image) and {t["label"] for t in pred["top"]} <= {f"class{c}" for c in range(4)}
     for checkpoint in (NAME, "microdensenet_cifar_tiny"):  # the bare name: the model's default tag
+        # its own data, by the fingerprint its release records: the images its run held out, as it held them out
         assert main(["eval", "--checkpoint", checkpoint, "--data", "imagefolder", "--data-dir", str(tree),
-                     "--val-split", "0.25", "--json", "--accelerator", "cpu"]) == 0
-        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert result["images"] == 12
+                     "--json", "--accelerator", "cpu"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["images"] == 12 and result["scored"].endswith("as the run held them out (val_split 0.25, seed 0)")
         assert result["top1"] == pytest.approx(float(read_metrics(run / "metrics.csv")[-1]["val_top1"]), abs=1e-6)
     pytest.importorskip("onnxruntime")
     monkeypatch.chdir(tmp_path)

@@ -415,3 +415,22 @@ def test_training_leaves_the_callers_warning_filters_and_log_filters_as_they_wer
                                        resume=False)))
     train(cfg, progress=False)
     assert warnings.filters == filters and lightning_log.filters == log_filters
+
+
+def test_large_images_are_cropped_to_the_models_input_size_unless_img_size_says_otherwise(tmp_path, caplog,
+                                                                                          cli_here):
+    """As timm's resolve_data_config: 80 px photos train a 32x32 CIFAR model at 32x32, not at a default 224."""
+    from conftest import make_image_tree
+    tree = make_image_tree(tmp_path / "photos", per_class=4, size=80)
+    args = [*TRAIN, "--data-dir", str(tree), "--max-steps", "1"]
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("INFO", logger="microdense"):
+        warnings.simplefilter("always")
+        assert cli_here(*args, "--out", str(tmp_path / "own")).returncode == 0
+        assert cli_here(*args, "--out", str(tmp_path / "set"), "--set", "data.img_size=96").returncode == 0
+    own, larger = (json.loads((tmp_path / run / "config.json").read_text())["pretrained_cfg"]["input_size"]
+                   for run in ("own", "set"))
+    assert own == [3, 32, 32] and larger == [3, 96, 96]
+    first = [r.getMessage() for r in caplog.records if "MACs per" in r.getMessage()]
+    assert "MACs per 3x32x32 image, 4 classes" in first[0]
+    assert "MACs per 3x96x96 image (9x the MACs of the model's own 32x32 input: data.img_size), 4 classes" in first[1]
+    assert not [w for w in caught if "worker" in str(w.message)]  # the loaders' workers are what the machine has

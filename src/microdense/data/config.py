@@ -18,8 +18,9 @@ class DataCfg:
     val_split: Optional[float] = setting(None, gt=0, lt=1)  # None: the dataset's own val split, else 10% held out
     limit_images: Optional[int] = setting(None, ge=1)  # at most this many images per split, a seeded random subset
     batch_size: int = setting(128, ge=1)  # per device
-    workers: int = setting(4, ge=0)
-    img_size: int = setting(224, ge=8)  # large-image path only: train crop and eval size
+    workers: Optional[int] = setting(None, ge=0)  # None: the machine's cores (at most 8)
+    # large-image path only: train crop and eval size; None: the model's input size (timm's resolve_data_config)
+    img_size: Optional[int] = setting(None, ge=8)
     crop_pct: float = setting(0.875, gt=0, le=1)  # large-image path only: eval resize = img_size / crop_pct
     crop_padding: int = setting(4, ge=0)
     flip: bool = True

@@ -6,6 +6,7 @@ device. Large images go through torchvision transforms v2 in worker processes. T
 serves a trainer (`microdense.train.datamodule`) is a thin face of this.
 """
 import logging
+import os
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
@@ -61,6 +62,12 @@ def _rand_augment(spec: str) -> Any:
     return rand_augment_transform(spec, dict(img_mean=(124, 116, 104)))
 
 
+def default_workers() -> int:
+    """Loader workers where the configuration leaves them: the cores this process may use, at most 8 (more than the
+    machine has makes PyTorch warn, and slows every core)."""
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def _channel_stats(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     x = images[: 50_000].float().div_(255)
     return tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).tolist())
@@ -75,11 +82,15 @@ class ImagePipeline:
         source: data already loaded (evaluation); None loads `cfg`'s.
         mean_std: fixed normalisation (a trained model's); None measures it on the training split.
         seed: the held-out split, the sample order and the augmentation draws follow it.
+        model_size: the model's input side (its timm pretrained_cfg): large images are cropped to it unless
+            `cfg.img_size` says otherwise.
     """
 
     def __init__(self, cfg: DataCfg, num_classes: Optional[int] = None, source: Optional[DataSource] = None,
-                 mean_std: Optional[Tuple[Sequence[float], Sequence[float]]] = None, seed: int = 0):
+                 mean_std: Optional[Tuple[Sequence[float], Sequence[float]]] = None, seed: int = 0,
+                 model_size: int = 224):
         self.cfg = cfg
+        self.img_size = cfg.img_size or model_size  # the large-image path's train crop and eval size
         self.seed = seed  # the run's seed: split, order and augmentation draws
         self.requested_classes = num_classes
         self.source = source
@@ -128,18 +139,18 @@ class ImagePipeline:
     def image_size(self) -> Tuple[int, int]:
         if self.small:
             return tuple(self.source.train.images.shape[-2:])
-        return self.cfg.img_size, self.cfg.img_size
+        return self.img_size, self.img_size
 
     def _large_transform(self, train: bool) -> v2.Compose:
-        c = self.cfg
+        c, size = self.cfg, self.img_size
         if train:
-            ops: List[Any] = [v2.RandomResizedCrop(c.img_size, antialias=True)]
+            ops: List[Any] = [v2.RandomResizedCrop(size, antialias=True)]
             if c.flip:
                 ops.append(v2.RandomHorizontalFlip())
             if c.randaugment:
                 ops.append(_rand_augment(c.randaugment))
         else:
-            ops = [v2.Resize(int(round(c.img_size / c.crop_pct)), antialias=True), v2.CenterCrop(c.img_size)]
+            ops = [v2.Resize(int(round(size / c.crop_pct)), antialias=True), v2.CenterCrop(size)]
         ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
         if train and c.cutout:
             ops.append(Cutout(c.cutout))  # the same square, in pixels, as the small-image path
@@ -149,15 +160,16 @@ class ImagePipeline:
         """The training or validation loader of process `rank` of `world` (each process its own shard)."""
         split = self.source.train if train else self.source.val
         c = self.cfg
+        workers = default_workers() if c.workers is None else c.workers
         sampler = ShardedSampler(len(split), rank, world, shuffle=train, seed=self.seed, pad=train)
         if self.small:
             transform = _rand_augment(c.randaugment) if train and c.randaugment else None
             dataset = TensorImageDataset(split, transform)
-            workers = c.workers if transform is not None else 0  # slicing a tensor needs no workers
+            workers = workers if transform is not None else 0  # slicing a tensor needs no workers
             kwargs = dict(collate_fn=batch_collate, num_workers=workers, persistent_workers=workers > 0)
         else:
             dataset = FileImageDataset(split, self._large_transform(train))
-            kwargs = dict(num_workers=c.workers, persistent_workers=c.workers > 0, pin_memory=torch.cuda.is_available())
+            kwargs = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
         drop_last = train and len(split) >= c.batch_size * world
         return ResumableDataLoader(dataset, sampler, batch_size=c.batch_size, drop_last=drop_last, **kwargs)
 

@@ -9,6 +9,8 @@ files (`FileImages`) for per-image torchvision transforms. Every failure the use
 import hashlib
 import logging
 import os
+import shutil
+import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SMALL_IMAGE_MAX_SIDE = 64
 SYNTHETIC_TRAIN, SYNTHETIC_VAL = 5000, 1000
+DEFAULT_VAL_SPLIT = 0.1  # held out of a dataset that ships no validation split
 
 
 @dataclass
@@ -109,13 +112,30 @@ def load_synthetic(seed: int) -> DataSource:
                       [f"class_{i}" for i in range(10)])
 
 
+def _download(name: str, cls: Any, root: Path) -> None:
+    """Fetch a torchvision CIFAR into `root`; where the network fails, the folders the attempt made are removed (what
+    was there before stays) and the error names the URL, the folder and the way around it."""
+    made = next((p for p in reversed((root, *root.parents)) if not p.exists()), None)
+    try:
+        cls(str(root), train=True, download=True)
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        reason = getattr(e, "reason", e)
+        raise ConnectionError(f"could not download {name} from {cls.url} ({reason}); put its extracted folder "
+                              f"{cls.base_folder} in {root} by hand, or use an image tree instead (data.name "
+                              "imagefolder and data.root: --data imagefolder --data-dir DIR)") from None
+
+
 def load_cifar(name: str, root: str, download: bool) -> DataSource:
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls = CIFAR10 if name == "cifar10" else CIFAR100
+    if download:
+        _download(name, cls, Path(root))
     try:
-        train = cls(root, train=True, download=download)
-        val = cls(root, train=False, download=download)
+        train = cls(root, train=True)
+        val = cls(root, train=False)
     except RuntimeError:  # torchvision: "Dataset not found or corrupted."
         folder = Path(root) / cls.base_folder
         raise FileNotFoundError(f"{name} not found or corrupt at {folder}; download it (data.download, --download), "
@@ -274,14 +294,9 @@ def load_imagefolder(root: str) -> DataSource:
     return replace(source, fingerprint=data_fingerprint("imagefolder", source, relative))
 
 
-def load_source(kind: str, data_dir: Optional[str], download: bool, val_split: Optional[float], seed: int,
-                limit: Optional[int] = None) -> DataSource:
-    """Load a dataset's train and validation splits.
-
-    `val_split` F holds out a stratified fraction F of the training split (chosen by `seed`) as the
-    validation split, replacing any the dataset ships. None keeps the shipped split, or holds out 10%
-    where there is none. `limit` keeps at most that many images of each split (a random subset drawn by `seed`).
-    """
+def load_dataset(kind: str, data_dir: Optional[str], download: bool, seed: int) -> DataSource:
+    """A dataset whole, as it ships (its own validation split, if any), with its fingerprint. `seed` draws the
+    synthetic set."""
     if kind == "synthetic":
         source = load_synthetic(seed)
     elif kind in ("cifar10", "cifar100"):
@@ -292,14 +307,31 @@ def load_source(kind: str, data_dir: Optional[str], download: bool, val_split: O
         source = load_imagefolder(data_dir)
     else:
         raise ConfigError(f"unknown dataset {kind!r}; choose synthetic, cifar10, cifar100 or imagefolder")
-    if source.fingerprint is None:
-        source = replace(source, fingerprint=data_fingerprint(kind, source))
+    return source if source.fingerprint is not None else replace(source, fingerprint=data_fingerprint(kind, source))
+
+
+def hold_out(source: DataSource, fraction: float, seed: int) -> DataSource:
+    """`source` with a stratified `fraction` of its training split (chosen by `seed`) as its validation split."""
+    train_idx, val_idx = stratified_split(source.train.labels, fraction, seed)
+    return replace(source, train=source.train.subset(train_idx), val=source.train.subset(val_idx))
+
+
+def load_source(kind: str, data_dir: Optional[str], download: bool, val_split: Optional[float], seed: int,
+                limit: Optional[int] = None) -> DataSource:
+    """Load a dataset's train and validation splits.
+
+    `val_split` F holds out a stratified fraction F of the training split (chosen by `seed`) as the
+    validation split, replacing any the dataset ships. None keeps the shipped split, or holds out
+    `DEFAULT_VAL_SPLIT` where there is none. `limit` keeps at most that many images of each split (a random subset
+    drawn by `seed`).
+    """
+    source = load_dataset(kind, data_dir, download, seed)
     if val_split is None and source.val is None:
-        log.info("no validation split found: holding out 10% of the training images (set data.val_split, --val-split)")
-        val_split = 0.1
+        log.info("no validation split found: holding out %d%% of the training images (set data.val_split, "
+                 "--val-split)", round(100 * DEFAULT_VAL_SPLIT))
+        val_split = DEFAULT_VAL_SPLIT
     if val_split:
-        train_idx, val_idx = stratified_split(source.train.labels, val_split, seed)
-        source = replace(source, train=source.train.subset(train_idx), val=source.train.subset(val_idx))
+        source = hold_out(source, val_split, seed)
     if limit:
         g = torch.Generator().manual_seed(seed)
         train, val = (s.subset(torch.randperm(len(s), generator=g)[:limit]) for s in (source.train, source.val))

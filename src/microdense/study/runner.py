@@ -105,6 +105,9 @@ def fingerprint(cfg: TrainConfig) -> str:
     for field in ("lr_base_size", "lr_scale"):
         values["optim"].pop(field)
     values["optim"]["lr"] = peak_lr(cfg.optim, cfg.data.batch_size)
+    # NOTE: img_size left to the model hashes as its old default did: committed rows (CIFAR, whose small images never
+    # read it) keep matching their runs
+    values["data"]["img_size"] = cfg.data.img_size or 224
     return hashlib.sha256(yaml.safe_dump(values, sort_keys=True).encode()).hexdigest()[:12]
 
 

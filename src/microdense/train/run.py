@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
+import timm
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
@@ -188,11 +189,19 @@ def _checkpoint_step(path: Path) -> Optional[int]:
     return torch.load(path, map_location="cpu", weights_only=True).get("global_step")
 
 
+def model_side(name: str) -> int:
+    """The input side a registered model is designed for (its timm pretrained_cfg), known before it is built."""
+    pretrained = timm.models.get_pretrained_cfg(name)
+    return pretrained.input_size[-1] if pretrained else 224
+
+
 def _prepare_data(cfg: TrainConfig, source: Optional[RunInfo]) -> ImageDataModule:
-    """The data module, set up for fitting. Fine-tuned weights keep the normalisation they were trained with, as
-    timm's pretrained data config does."""
+    """The data module, set up for fitting. Fine-tuned weights keep the normalisation they were trained with, and
+    large images are cropped to the model's input size unless data.img_size says otherwise, as timm's data config
+    does."""
     datamodule = ImageDataModule(cfg.data, cfg.model.num_classes, seed=cfg.run.seed,
-                                 mean_std=(tuple(source.mean), tuple(source.std)) if source else None)
+                                 mean_std=(tuple(source.mean), tuple(source.std)) if source else None,
+                                 model_size=model_side(cfg.model.name))
     if _is_launch_primary():
         datamodule.prepare_data()  # downloads, before the model can be sized from the data
     datamodule.setup("fit")
@@ -325,7 +334,11 @@ def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool, c
 
     # what the run is, written before it starts
     c, (h, w) = 3, datamodule.image_size
-    made_by = {**provenance(), "data": datamodule.source.fingerprint,
+    # NOTE: the data's folder, held-out fraction and seed beside its fingerprint: what `eval` needs to score the
+    # images the run held out, from the weights alone
+    data = {**datamodule.source.fingerprint, "root": cfg.data.root, "val_split": cfg.data.val_split,
+            "seed": cfg.run.seed}
+    made_by = {**provenance(), "data": data,
                "learning_rate": dict(peak=system.peak_lr, global_batch=global_batch),
                **({"started_from": started_from} if started_from else {})}
     system.run_info = RunInfo(
@@ -339,8 +352,12 @@ def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool, c
         if command and resume_from is None:
             atomic_write_text(run_dir / COMMAND_FILE, command + "\n")
         size = measure_size(cfg.model.name, model, (c, h, w))
-        log.info("%s: %.3fM parameters, %.1fM MACs per %dx%dx%d image, %d classes; %s; run folder %s",
-                 cfg.model.name, size.params / 1e6, size.macs / 1e6, c, h, w, num_classes,
+        side = model_side(cfg.model.name)
+        # NOTE: a CNN's MACs grow with the image's area; a size far past the model's own is worth a word
+        larger = (f" ({h * w / side ** 2:.0f}x the MACs of the model's own {side}x{side} input: data.img_size)"
+                  if h * w > 4 * side ** 2 else "")
+        log.info("%s: %.3fM parameters, %.1fM MACs per %dx%dx%d image%s, %d classes; %s; run folder %s",
+                 cfg.model.name, size.params / 1e6, size.macs / 1e6, c, h, w, larger, num_classes,
                  _lr_text(cfg.optim, system.peak_lr, global_batch), run_dir)
 
     seconds = _fit(trainer, system, datamodule, resume_from, stopper, run_dir)

@@ -66,6 +66,12 @@ class RunInfo:
         return dict(input_size=tuple(self.input_size), interpolation="bilinear", mean=tuple(self.mean),
                     std=tuple(self.std), crop_pct=self.crop_pct, crop_mode="center")
 
+    @property
+    def data_tag(self) -> Optional[str]:
+        """timm's `tag` for these weights: a release's own tag, or the name of the data the run trained on."""
+        release = self.provenance.get("release")
+        return release.split(".", 1)[1] if release else (self.provenance.get("data") or {}).get("name")
+
     def metadata(self) -> Dict[str, Any]:
         """What a deployed copy needs beside its weights: the architecture, class names and input transform."""
         return dict(architecture=self.model, label_names=list(self.classes), **self.data_config())
@@ -78,10 +84,12 @@ def save_for_timm(model: nn.Module, run_dir: os.PathLike, info: RunInfo) -> Path
     if any(not t.is_contiguous() for t in model.state_dict().values()):
         # NOTE: safetensors refuses the strided weights of a channels_last model; the file holds a contiguous copy.
         model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    # NOTE: the model's pretrained_cfg is its default release's (CIFAR-10's tag and labels); the export's is the run's
+    own = dict(tag=info.data_tag, label_names=list(info.classes), num_classes=len(info.classes))
     with tempfile.TemporaryDirectory(dir=run_dir, prefix=".export-") as tmp:
         save_for_hf(
             model, tmp,
-            model_config={"architecture": info.model, "label_names": list(info.classes),
+            model_config={"architecture": info.model, "label_names": list(info.classes), "pretrained_cfg": own,
                           RUN_INFO_KEY: dataclasses.replace(info, ema=False).to_dict()},
             model_args=dict(info.model_args),
             safe_serialization=True,
@@ -181,7 +189,8 @@ def release_info(model: str, tag: Optional[str] = None) -> Tuple[str, RunInfo]:
         model=model, model_args=dict(num_classes=meta["num_classes"]), classes=meta["classes"], mean=meta["mean"],
         std=meta["std"], input_size=meta["input_size"], crop_pct=meta["crop_pct"],
         metrics={k: record.get(k) for k in ("val_top1", "val_top5")},
-        provenance=dict(release=f"{model}.{tag}", code=dict(commit=record.get("commit")), data=record.get("data")))
+        provenance=dict(release=f"{model}.{tag}", code=dict(commit=record.get("commit")),
+                        data={**(record.get("data") or {}), "seed": record.get("seed")}))
 
 
 def _load_release(model: str, tag: Optional[str]) -> LoadedModel:
