@@ -259,13 +259,14 @@ class EligibleThenTime(TimeLeg):
         if short:
             return [f"equal epochs incomplete ({', '.join(short)} have fewer than 2 seeds): no decision yet"]
         best = max(epochs, key=lambda k: epochs[k][0])
-        lines = [f"(1) equal epochs: best {best} {epochs[best][0]:.2f} ± {epochs[best][1]:.2f} ({epochs[best][2]} runs)"]
+        top, spread, count = epochs[best]
+        lines = [f"(1) equal epochs: best {best} {top:.2f} ± {spread:.2f} ({count} runs)"]
         eligible = []
         for label, (mean, std, runs) in sorted(epochs.items(), key=lambda kv: -kv[1][0]):
-            margin = max(std, epochs[best][1], self.floor)
-            ok = epochs[best][0] - mean <= margin
+            margin = max(std, spread, self.floor)
+            ok = top - mean <= margin
             eligible += [label] if ok else []
-            lines.append(f"    {label:10s} {mean:6.2f} ± {std:4.2f} ({runs} runs): {epochs[best][0] - mean:5.2f} behind, "
+            lines.append(f"    {label:10s} {mean:6.2f} ± {std:4.2f} ({runs} runs): {top - mean:5.2f} behind, "
                          f"margin {margin:.2f} -> {'eligible' if ok else 'out'}")
         if len(eligible) == 1:
             return lines + [f"winner: {eligible[0]}, the only eligible entry: steps (2) and (3) choose among eligible "

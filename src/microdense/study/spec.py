@@ -30,8 +30,8 @@ from microdense.errors import ConfigError
 from microdense.study.decision import BenchLeg, parse_bench, parse_decision
 from microdense.train.config import TrainConfig, merge, nest, resolve_config
 
-STUDY_FIELDS = ("name", "description", "claim", "data", "recipe", "overrides", "budget", "seeds", "reference", "entries",
-                "decision", "bench")
+STUDY_FIELDS = ("name", "description", "claim", "data", "recipe", "overrides", "budget", "seeds", "reference",
+                "entries", "decision", "bench")
 ENTRY_FIELDS = ("label", "model", "kwargs", "overrides", "params_like")
 BUDGETS = ("epochs", "steps", "time_budget")
 SMOKE = dict(data=dict(name="synthetic", val_split=None, root=None, limit_images=4, batch_size=2, workers=0),
