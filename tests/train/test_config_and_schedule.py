@@ -75,6 +75,7 @@ def test_every_committed_run_config_still_loads_as_it_ran(path):
 
     from microdense.train.config import peak_lr
     added_since = {"lr_base_size", "lr_scale"}  # the learning rate's reference batch (2026-12-03)
+    run_added_since = {"restart"}  # start a run folder anew (2026-12-07): saved as false since
     saved = yaml.safe_load(path.read_text())
     cfg = resolve_config({}, str(path))
     if "lr_base_size" not in saved.get("optim", saved):  # saved before rates followed the batch: used as given
@@ -84,6 +85,7 @@ def test_every_committed_run_config_still_loads_as_it_ran(path):
         assert peak_lr(cfg.optim, cfg.data.batch_size) == saved["optim"]["lr"]
         resaved = yaml.safe_load(save_config(cfg))
         assert {k: v for k, v in resaved["optim"].items() if k not in added_since} == optim
+        resaved["run"] = {k: v for k, v in resaved["run"].items() if k in saved["run"] or k not in run_added_since}
         assert {k: v for k, v in resaved.items() if k != "optim"} == {
             k: v for k, v in saved.items() if k not in ("provenance", "optim")}
         assert {k: v for k, v in saved["optim"].items() if k not in added_since} == optim

@@ -148,7 +148,8 @@ def weights_at_start(monkeypatch):
             seen.update({k: v.detach().clone() for k, v in pl_module.model.state_dict().items()})
 
     train = run_module.train
-    monkeypatch.setattr(run_module, "train", lambda cfg, callbacks=(), progress=True: train(cfg, [Capture()], progress))
+    monkeypatch.setattr(run_module, "train", lambda cfg, callbacks=(), progress=True, command=None:
+                        train(cfg, [Capture()], progress, command))
     return seen
 
 
