@@ -5,8 +5,8 @@ Each kind is one rule with its thresholds as fields, written into the study befo
     decision: {kind: paired_margin, floor: 0.3, claims: {residual: micro-dense aggregation}}
     decision: {kind: frontier, curve: [resnet20, resnet56, resnet110], judged: [tiny, small], floor: 0.3}
 
-`check` refuses a rule that names no entry of its study; `decide(rows)` gives the decision's lines, from the rows'
-val top-1 alone (a diverged run has none).
+`parse_decision` refuses a rule that names no entry of its study; `decide(rows)` gives the decision's lines, from the
+rows' val top-1 alone (a diverged run has none).
 """
 import bisect
 import json
