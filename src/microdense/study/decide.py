@@ -34,7 +34,7 @@ class Decision:
         return "\n".join((head if self.problem else []) + self.lines) + "\n"
 
 
-def _made_at(row: Dict[str, Any]) -> Tuple[Optional[str], bool]:
+def made_at(row: Dict[str, Any]) -> Tuple[Optional[str], bool]:
     """The commit a row's study file stood at, and whether it had uncommitted changes: the file's own, where the row
     records it (a study file may live in another repository than microdense), else the package's (a packaged study's
     rows from before rows recorded it)."""
@@ -57,7 +57,7 @@ def _file_at(commit: str, path: Path) -> Optional[Dict[str, Any]]:
 def _registration(study: Study, path: Path, first_row: Dict[str, Any]) -> Optional[str]:
     """None when the rule applied now is the one registered when `first_row` was made; otherwise why not, in one
     line."""
-    commit, dirty = _made_at(first_row)
+    commit, dirty = made_at(first_row)
     if commit is None:
         return "no row names the commit it was made at, so the rule it was registered under cannot be read"
     if dirty:
