@@ -77,6 +77,26 @@ def test_a_user_error_is_one_line_with_its_own_exit_code(monkeypatch, capsys, er
     assert capsys.readouterr().err == f"microdense: error: {error}\n"
 
 
+def test_train_with_no_flags_runs_train_config_defaults(monkeypatch):
+    """`TrainConfig()` in Python is what `microdense train` runs with no flags: one set of defaults (issue 42)."""
+    import functools
+    import types
+
+    import microdense.train.run as run
+    from microdense.train.config import FIELDS, TrainConfig
+
+    def value(cfg, name):  # a field by its dotted name, e.g. optim.lr
+        return functools.reduce(getattr, name.split("."), cfg)
+
+    ran = []
+    monkeypatch.setattr(run, "train", lambda cfg, **kwargs: ran.append(cfg) or types.SimpleNamespace(primary=False))
+    assert main(["train"]) == 0
+    default = TrainConfig()
+    for name in FIELDS:
+        assert value(ran[0], name) == value(default, name), name
+    assert ran[0] == default
+
+
 def test_refused_config_is_one_line(capsys):
     from microdense.models import create_model
     with pytest.raises(ValueError, match="MicroDenseBlockCfg.base_width: 12 is not divisible by group_width 8"):

@@ -63,3 +63,20 @@ def test_readme_quotes_the_claims_table_the_rules_give():
     assert (RESULTS / CLAIMS_FILE).read_text() == table
     readme = (RESULTS.parents[1] / "README.md").read_text()
     assert readme.split("<!-- claims -->\n")[1].split("<!-- /claims -->")[0] == table
+
+
+def test_the_claims_table_names_the_commit_its_rule_was_read_at(tmp_path):
+    """A row that records its study file's commit is listed at that commit, the one `decide` reads the rule at, not
+    at the package's."""
+    import subprocess
+
+    from microdense.study.claims import claims_table
+    head = subprocess.run(["git", "-C", str(RESULTS), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    rows = [json.loads(line) for line in (RESULTS / "ablation" / "results.jsonl").read_text().splitlines()]
+    assert {r["provenance"]["code"]["commit"] for r in rows} != {head}
+    (tmp_path / "ablation").mkdir()
+    (tmp_path / "ablation" / "results.jsonl").write_text("".join(
+        json.dumps({**r, "study_file": {"commit": head, "dirty": False}}) + "\n" for r in rows))
+    listed = [line for line in claims_table(tmp_path).splitlines() if "| ablation |" in line]
+    assert listed and all(line.endswith(f"| {head[:7]} |") for line in listed)

@@ -310,6 +310,17 @@ def test_decide_refuses_a_study_without_rule_or_rows(registered, cli_here, tmp_p
     assert proc.returncode == 2 and "has no decision section" in proc.stderr
 
 
+def test_decide_says_a_study_made_in_code_has_no_file_to_read_its_registered_rule_from(registered):
+    """A rule is judged as registered in its file's history: a Study made by parse_study alone has a rule but no
+    file, and is told so (not that it has no rule)."""
+    from microdense.study.decide import decide
+    path, folder = registered
+    study = parse_study(yaml.safe_load(path.read_text()), "s", "test")
+    assert study.decision is not None and study.path is None
+    with pytest.raises(ConfigError, match="study s was not read from a file"):
+        decide(study, folder)
+
+
 # --- the speed leg ------------------------------------------------------------------------------------------------
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"

@@ -101,6 +101,18 @@ def test_every_committed_run_config_still_loads_as_it_ran(path):
                                                                saved["drop_path_rate"] or None)
 
 
+def test_a_field_a_saved_run_omits_keeps_the_value_it_ran_with(tmp_path):
+    """A run saved before one of its fields existed reads that field from its recipe, else from the section's own
+    default, as it ran then; never from TrainConfig()'s defaults, which are the default recipe's (issue 42)."""
+    import yaml
+
+    cfg = resolve_config({"recipe": "budget", "data.name": "cifar10", "run.epochs": 1})
+    saved = yaml.safe_load(save_config(cfg, provenance={"code": {}}))
+    del saved["optim"]["warmup_epochs"]  # budget leaves it to OptimCfg (0): its warm-up is a fraction of the run
+    assert TrainConfig().optim.warmup_epochs != cfg.optim.warmup_epochs
+    assert resolve_config({}, _write(tmp_path / "config.yaml", yaml.safe_dump(saved))) == cfg
+
+
 def test_every_recipe_resolves_to_its_own_values():
     """Each packaged recipe's file, field by field, is what a run made from it gets."""
     from microdense.train.config import RECIPES, recipe_values

@@ -1,14 +1,15 @@
 """`microdense study claims DIR`: the paper's claims, each with the verdicts its studies' rules give, as one table.
 
 A study tests a claim when its `claim:` starts with the claim's number ("C4: ...") and it states a rule; each line its
-rule gives of the rows in DIR/<study>/ is a row of the table, with the commit its rows were made at. A claim no such
-study tests says so. The table is written to DIR/claims.md; README quotes it, and a test holds the two equal.
+rule gives of the rows in DIR/<study>/ is a row of the table, with the commits its rows were made at: their study
+file's, the commits `decide` reads the rule at (`made_at`). A claim no such study tests says so. The table is written
+to DIR/claims.md; README quotes it, and a test holds the two equal.
 """
 import re
 from pathlib import Path
 from typing import Dict, List
 
-from microdense.study.decide import decide
+from microdense.study.decide import decide, made_at
 from microdense.study.results import RESULTS_FILE, read_rows
 from microdense.study.spec import load_study, packaged_studies
 
@@ -21,8 +22,7 @@ HEADER = ["claim", "study", "verdict", "figures", "commit"]
 
 
 def _commits(folder: Path) -> str:
-    commits = sorted({((r.get("provenance") or {}).get("code") or {}).get("commit") or "?"
-                      for r in read_rows(folder / RESULTS_FILE)})
+    commits = sorted({made_at(r)[0] or "?" for r in read_rows(folder / RESULTS_FILE)})
     return ", ".join(c[:7] for c in commits)
 
 

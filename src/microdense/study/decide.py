@@ -1,10 +1,11 @@
 """`microdense study decide`: a study's rule applied to its rows, as the rule stood when its first row was made.
 
-A rule is registered before the first run: the study file's `decision:` section at the commit the first row names
-(its provenance) is the rule the rows are judged by. Where the file's rule differs now, decision.txt says so and the
-command fails, unless told to accept it in so many words. A rule moved from the description's prose into the data
-form names the commit whose prose it encodes (`encodes:`); that is accepted when the rows were made under that very
-prose, since it changes the rule's form and not the rule (the identical decision then shows it).
+A rule is registered before the first run: the study file's `decision:` section at the commit the first row records
+for that file (its `study_file`; for rows from before that record, the package's commit in its provenance) is the rule
+the rows are judged by. Where the file's rule differs now, decision.txt says so and the command fails, unless told to
+accept it in so many words. A rule moved from the description's prose into the data form names the commit whose prose
+it encodes (`encodes:`); that is accepted when the rows were made under that very prose, since it changes the rule's
+form and not the rule (the identical decision then shows it).
 """
 import subprocess
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ class Decision:
         return "\n".join((head if self.problem else []) + self.lines) + "\n"
 
 
-def _made_at(row: Dict[str, Any]) -> Tuple[Optional[str], bool]:
+def made_at(row: Dict[str, Any]) -> Tuple[Optional[str], bool]:
     """The commit a row's study file stood at, and whether it had uncommitted changes: the file's own, where the row
     records it (a study file may live in another repository than microdense), else the package's (a packaged study's
     rows from before rows recorded it)."""
@@ -56,7 +57,7 @@ def _file_at(commit: str, path: Path) -> Optional[Dict[str, Any]]:
 def _registration(study: Study, path: Path, first_row: Dict[str, Any]) -> Optional[str]:
     """None when the rule applied now is the one registered when `first_row` was made; otherwise why not, in one
     line."""
-    commit, dirty = _made_at(first_row)
+    commit, dirty = made_at(first_row)
     if commit is None:
         return "no row names the commit it was made at, so the rule it was registered under cannot be read"
     if dirty:
@@ -84,10 +85,13 @@ def decide(study: Study, folder: Path) -> Decision:
     """The decision the rule of `study` (read from its file by `load_study`) gives of the rows in `folder`.
 
     Raises:
-        ConfigError: the study has no rule, or no rows yet.
+        ConfigError: the study has no rule, was not read from a file, or has no rows yet.
     """
-    if study.decision is None or study.path is None:
+    if study.decision is None:
         raise ConfigError(f"study {study.name} has no decision section: it states no rule to apply")
+    if study.path is None:
+        raise ConfigError(f"study {study.name} was not read from a file, so the rule registered before its first row "
+                         "cannot be read from the file's history; load it with load_study")
     rows = read_rows(folder / RESULTS_FILE)
     if not rows:
         raise ConfigError(f"{folder / RESULTS_FILE} holds no rows yet; run the study first (microdense study run "

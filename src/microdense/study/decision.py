@@ -5,8 +5,8 @@ Each kind is one rule with its thresholds as fields, written into the study befo
     decision: {kind: paired_margin, floor: 0.3, claims: {residual: micro-dense aggregation}}
     decision: {kind: frontier, curve: [resnet20, resnet56, resnet110], judged: [tiny, small], floor: 0.3}
 
-`check` refuses a rule that names no entry of its study; `decide(rows)` gives the decision's lines, from the rows'
-val top-1 alone (a diverged run has none).
+`parse_decision` refuses a rule that names no entry of its study; `decide(rows)` gives the decision's lines, from the
+rows' val top-1 alone (a diverged run has none).
 """
 import bisect
 import json
@@ -20,7 +20,7 @@ import yaml
 
 from microdense.errors import ConfigError
 from microdense.fields import check_fields, setting
-from microdense.study.results import RESULTS_FILE, read_rows
+from microdense.study.results import RESULTS_FILE, Spread, read_rows, spreads
 
 FLOOR = 0.3  # points: the smallest difference two seeds are taken to resolve, whatever their spread
 
@@ -182,15 +182,12 @@ class TimeLeg(Rule):
     def labels(self) -> Tuple[str, ...]:
         return tuple(self.bench_specs)
 
-    def _timed(self, folder: Path) -> Tuple[Dict[str, List[float]], str]:
-        """label -> equal-time val top-1s, and the leg's minutes as its study ran."""
+    def _timed(self, folder: Path) -> Tuple[Dict[str, Spread], str]:
+        """label -> its equal-time val top-1 over seeds, and the leg's minutes as its study ran."""
         companion = folder.parent / self.time_leg
-        by_entry: Dict[str, List[float]] = {}
-        for (label, _), value in sorted(top1_by_seed(read_rows(companion / RESULTS_FILE)).items()):
-            by_entry.setdefault(label, []).append(value)
         study = companion / "study.yaml"
         minutes = yaml.safe_load(study.read_text())["budget"]["time_budget"] if study.is_file() else "?"
-        return by_entry, f"{minutes} minutes"
+        return spreads(top1_by_seed(read_rows(companion / RESULTS_FILE))), f"{minutes} minutes"
 
     def _rates(self, folder: Path) -> Dict[str, float]:
         """label -> training img/s: by the label `microdense study bench` gives each row, or for a speed leg measured
@@ -230,7 +227,7 @@ class PairedThenTime(TimeLeg):
         if m < -margin:
             return lines + [f"outcome: {stays} ({self.names[cand]} is worse per epoch than two seeds can resolve)"]
         timed, minutes = self._timed(folder)
-        t_ref, t_cand = statistics.mean(timed[ref]), statistics.mean(timed[cand])
+        t_ref, t_cand = timed[ref].mean, timed[cand].mean
         lines.append(f"(2) {minutes}: {ref} {t_ref:.2f}, {cand} {t_cand:.2f} ({cand} - {ref} {t_cand - t_ref:+.2f}; "
                      f"decides beyond ±{self.floor})")
         if t_cand - t_ref > self.floor:
@@ -250,37 +247,31 @@ class EligibleThenTime(TimeLeg):
     speed leg."""
 
     def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None) -> List[str]:
-        by_entry: Dict[str, List[float]] = {}
-        for (label, _), value in sorted(top1_by_seed(rows).items()):
-            by_entry.setdefault(label, []).append(value)
-        epochs = {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
-                  for k, v in by_entry.items()}
-        short = [k for k, (_, _, runs) in epochs.items() if runs < 2]
+        epochs = spreads(top1_by_seed(rows))
+        short = [k for k, e in epochs.items() if e.runs < 2]
         if short:
             return [f"equal epochs incomplete ({', '.join(short)} have fewer than 2 seeds): no decision yet"]
-        best = max(epochs, key=lambda k: epochs[k][0])
-        top, spread, count = epochs[best]
-        lines = [f"(1) equal epochs: best {best} {top:.2f} ± {spread:.2f} ({count} runs)"]
+        best = max(epochs, key=lambda k: epochs[k].mean)
+        top = epochs[best]
+        lines = [f"(1) equal epochs: best {best} {top.mean:.2f} ± {top.sd:.2f} ({top.runs} runs)"]
         eligible = []
-        for label, (mean, std, runs) in sorted(epochs.items(), key=lambda kv: -kv[1][0]):
-            margin = max(std, spread, self.floor)
-            ok = top - mean <= margin
+        for label, e in sorted(epochs.items(), key=lambda kv: -kv[1].mean):
+            margin = max(e.sd, top.sd, self.floor)
+            ok = top.mean - e.mean <= margin
             eligible += [label] if ok else []
-            lines.append(f"    {label:10s} {mean:6.2f} ± {std:4.2f} ({runs} runs): {top - mean:5.2f} behind, "
-                         f"margin {margin:.2f} -> {'eligible' if ok else 'out'}")
+            lines.append(f"    {label:10s} {e.mean:6.2f} ± {e.sd:4.2f} ({e.runs} runs): {top.mean - e.mean:5.2f} "
+                         f"behind, margin {margin:.2f} -> {'eligible' if ok else 'out'}")
         if len(eligible) == 1:
             return lines + [f"winner: {eligible[0]}, the only eligible entry: steps (2) and (3) choose among eligible "
                             "entries, so no equal-time or bench result can change it"]
-        timed_runs, minutes = self._timed(folder)
-        timed = {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
-                 for k, v in timed_runs.items()}
-        ranked = sorted((k for k in eligible if k in timed), key=lambda k: -timed[k][0])
-        lines.append(f"(2) {minutes}: " + "; ".join(f"{k} {timed[k][0]:.2f} ± {timed[k][1]:.2f} ({timed[k][2]} runs)"
-                                                   for k in ranked))
+        timed, minutes = self._timed(folder)
+        ranked = sorted((k for k in eligible if k in timed), key=lambda k: -timed[k].mean)
+        lines.append(f"(2) {minutes}: " + "; ".join(
+            f"{k} {timed[k].mean:.2f} ± {timed[k].sd:.2f} ({timed[k].runs} runs)" for k in ranked))
         if not ranked:
             return lines + ["no eligible entry has equal-time results yet"]
         rates = self._rates(folder)
-        tied = [k for k in ranked if timed[ranked[0]][0] - timed[k][0] <= self.floor]
+        tied = [k for k in ranked if timed[ranked[0]].mean - timed[k].mean <= self.floor]
         winner = max(tied, key=lambda k: rates.get(k, 0.0))
         if len(tied) > 1:
             lines.append(f"(3) within {self.floor} points: " + ", ".join(

@@ -16,7 +16,7 @@ import yaml
 
 from microdense.io import atomic_write_text
 from microdense.plots import pyplot, save_png
-from microdense.study.results import RESULTS_FILE, read_rows
+from microdense.study.results import RESULTS_FILE, read_rows, spread
 from microdense.study.runner import STUDY_FILE
 from microdense.train.report import read_metrics
 from microdense.train.run_folder import METRICS_FILE
@@ -45,17 +45,11 @@ class Report:
     curves: Optional[Path] = None  # every run's val top-1 per epoch; None when no run has two epochs
 
 
-def _mean_std(values: Sequence[float]) -> tuple:
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
 def _pm(values: Sequence[float]) -> str:
-    mean, std = _mean_std(values)
-    if mean is None:
+    if not values:
         return "-"
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+    top1 = spread(values)
+    return f"{top1.mean:.2f}" if top1.runs == 1 else f"{top1.mean:.2f} ± {top1.sd:.2f}"
 
 
 def summarise(rows: List[Dict[str, Any]], order: Sequence[str]) -> List[EntrySummary]:
@@ -84,7 +78,7 @@ def _delta(entry: EntrySummary, ref: Optional[EntrySummary], attr: str) -> str:
     mine, theirs = getattr(entry, attr), getattr(ref, attr) if ref else []
     if not mine or not theirs or entry is ref:
         return "-"
-    return f"{statistics.fmean(mine) - statistics.fmean(theirs):+.2f}"
+    return f"{spread(mine).mean - spread(theirs).mean:+.2f}"
 
 
 def _paired(entry: EntrySummary, ref: Optional[EntrySummary]) -> str:
@@ -126,10 +120,10 @@ def _standing(ref: EntrySummary, summaries: List[EntrySummary]) -> str:
     def listed(group: List[EntrySummary]) -> str:
         return ", ".join(f"{s.label} ({s.params / ref.params:.1f}× its params)" for s in group) or "none"
 
-    mean = statistics.fmean(ref.val)
+    mean = spread(ref.val).mean
     others = [s for s in summaries if s is not ref and s.val]
-    beaten = sorted((s for s in others if statistics.fmean(s.val) < mean), key=lambda s: -s.params)
-    ahead = sorted((s for s in others if statistics.fmean(s.val) >= mean), key=lambda s: s.params)
+    beaten = sorted((s for s in others if spread(s.val).mean < mean), key=lambda s: -s.params)
+    ahead = sorted((s for s in others if spread(s.val).mean >= mean), key=lambda s: s.params)
     return (f"By mean val top-1, `{ref.label}` is ahead of: {listed(beaten)}; behind: {listed(ahead)}. "
             "A difference smaller than the seeds' spread is not a ranking.")
 
@@ -144,10 +138,10 @@ def plot_report(path: Path, summaries: List[EntrySummary], title: str) -> None:
                              (axes[1], "training time per run (min)", lambda s: s.train_minutes)):
         for s in summaries:
             for values, marker, split in ((s.val, "o", "val"), (s.test, "s", "test")):
-                mean, std = _mean_std(values)
-                if mean is None:
+                if not values:
                     continue
-                ax.errorbar(x_of(s), mean, yerr=std or 0, fmt=marker, capsize=3,
+                top1 = spread(values)
+                ax.errorbar(x_of(s), top1.mean, yerr=top1.sd, fmt=marker, capsize=3,
                             color=f"C{summaries.index(s) % 10}", label=f"{s.label} ({split})")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("top-1 accuracy (%)")

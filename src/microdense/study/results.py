@@ -3,14 +3,16 @@
 Each row is appended under an exclusive lock and synced: rows from shards sharing DIR never interleave, a write that
 fails (a full disk) is cut back off so the file ends with its last whole row, a process killed mid-write leaves at most
 one torn last line (which `read_rows` skips with a warning), and no row once written is rewritten. Shards writing to
-separate folders merge by `cat`.
+separate folders merge by `cat`. Every table and rule quotes an entry's runs as their `Spread` over seeds.
 """
 import fcntl
 import json
 import logging
 import os
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 RESULTS_FILE = "results.jsonl"
@@ -57,3 +59,26 @@ def read_rows(path: Path) -> List[Dict[str, Any]]:
         except json.JSONDecodeError:
             log.warning("%s line %d is not a complete row (a write cut short?); skipped", path, n)
     return rows
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One entry's runs over seeds: the mean of their figures and its sample standard deviation."""
+
+    mean: float
+    sd: float  # 0.0 for a single run, which shows no spread
+    runs: int
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """`values` (one figure per run, at least one) as their Spread. NOTE: `statistics.mean` is exact (correctly
+    rounded), so a rule's comparison never turns on the order the figures are summed in."""
+    return Spread(statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+
+
+def spreads(figures: Mapping[Tuple[str, int], float]) -> Dict[str, Spread]:
+    """(entry label, seed) -> one run's figure, as each entry's Spread over its seeds, labels in sorted order."""
+    by_entry: Dict[str, List[float]] = {}
+    for (label, _), value in sorted(figures.items()):
+        by_entry.setdefault(label, []).append(value)
+    return {label: spread(values) for label, values in by_entry.items()}

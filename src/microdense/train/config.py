@@ -2,11 +2,12 @@
 
     TrainConfig(recipe, model: ModelCfg, data: DataCfg, optim: OptimCfg, run: RunCfg)
 
-`resolve_config` fills it from defaults < recipe < --config YAML < command line. Every field has one dotted name
-("optim.lr", "data.batch_size", "model.kwargs"): YAML files nest it in its section, `--set` and the flags name it
-(each flag declares its field in `microdense_cli.TRAIN_FLAGS`), and the run folder's `config.yaml` saves it. A
-configuration saved in the earlier flat layout (`lr: 0.1`, `model_kwargs: ...`) still loads: `FLAT_LAYOUT` says where
-each of its fields went.
+`resolve_config` fills it from the sections' own defaults < recipe < --config YAML < command line; `TrainConfig()` is
+what that gives from the default recipe alone, the run of `microdense train` with no flags. Every field has one
+dotted name ("optim.lr", "data.batch_size", "model.kwargs"): YAML files nest it in its section, `--set` and the flags
+name it (each flag declares its field in `microdense_cli.TRAIN_FLAGS`), and the run folder's `config.yaml` saves it.
+A configuration saved in the earlier flat layout (`lr: 0.1`, `model_kwargs: ...`) still loads: `FLAT_LAYOUT` says
+where each of its fields went.
 """
 import dataclasses
 import difflib
@@ -118,13 +119,13 @@ class RunCfg:
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training setting, by section. Made only whole and valid: each section checks itself, and this the rules
-    that join sections."""
+    that join sections. A section left out is as `microdense train` runs it with no flags (the default recipe)."""
 
     recipe: str = setting("fast", choices=RECIPES)  # the recipe the defaults came from
-    model: ModelCfg = setting(default_factory=ModelCfg)
-    data: DataCfg = setting(default_factory=DataCfg)
-    optim: OptimCfg = setting(default_factory=OptimCfg)
-    run: RunCfg = setting(default_factory=lambda: RunCfg(epochs=SYNTHETIC_DEMO_EPOCHS))
+    model: ModelCfg = setting(default_factory=lambda: _with_no_flags("model"))
+    data: DataCfg = setting(default_factory=lambda: _with_no_flags("data"))
+    optim: OptimCfg = setting(default_factory=lambda: _with_no_flags("optim"))
+    run: RunCfg = setting(default_factory=lambda: _with_no_flags("run"))
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -249,13 +250,18 @@ def make_config(values: Dict[str, Any]) -> TrainConfig:
 
 
 def resolve_config(cli: Dict[str, Any], config_file: Optional[str] = None) -> TrainConfig:
-    """Merge defaults < recipe < YAML file < command-line values into one checked configuration.
+    """Merge the sections' defaults < recipe < YAML file < command-line values into one checked configuration.
 
     `cli` maps dotted field names ("optim.lr") to values (None: not given).
 
     Raises:
         ConfigError, ArgumentError: one line naming the field, the value and what is allowed.
     """
+    return make_config(_resolve_values(cli, config_file))
+
+
+def _resolve_values(cli: Dict[str, Any], config_file: Optional[str] = None) -> Dict[str, Any]:
+    """`resolve_config`'s nested values, before any section is made."""
     from_file = read_values(Path(config_file), "config file") if config_file else {}
     given = nest({k: v for k, v in cli.items() if v is not None}, "the command line")
     recipe = given.get("recipe", from_file.get("recipe", TrainConfig.recipe))
@@ -266,7 +272,14 @@ def resolve_config(cli: Dict[str, Any], config_file: Optional[str] = None) -> Tr
     if not asked and values.get("data", {}).get("name", "synthetic") == "synthetic":
         # NOTE: synthetic data is a demo: it runs a few epochs unless epochs are asked for explicitly.
         values.setdefault("run", {})["epochs"] = SYNTHETIC_DEMO_EPOCHS
-    return make_config(values)
+    return values
+
+
+def _with_no_flags(section: str) -> Any:
+    """TrainConfig's `section` as `microdense train` with no flags makes it. Only `TrainConfig()` reads this: a recipe,
+    file or saved run is laid on the section's own defaults, so what they resolve to never moves with the default
+    recipe."""
+    return SECTION_TYPES[section](**_resolve_values({}).get(section, {}))
 
 
 def _accelerator_is_cpu(accelerator: str) -> bool:
