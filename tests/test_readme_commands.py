@@ -26,7 +26,7 @@ NOT_RUN = {
 }
 # each command's smallest settings, added after README's own flags
 SMALL = {
-    "train": ["--max-steps", "2", "--batch-size", "8", "--workers", "0", "--devices", "1", "--quiet"],
+    "train": ["--max-steps", "2", "--batch-size", "16", "--workers", "0", "--devices", "1", "--quiet"],
     "eval": ["--batch-size", "16"],
 }
 IMAGENET_SMALL = ["--set", "data.img_size=64"]  # 224 px is the recipe's; the test's images are 64 px
@@ -88,9 +88,9 @@ def _world(here: Path) -> None:
     photos = make_image_tree(here / "photos-tree", classes=1, per_class=3, size=40)
     (photos / "class0").rename(here / "photos")
     Image.open(here / "photos" / "0.png").save(here / "cat.jpg")
-    make_image_tree(here / "data" / "my-images", classes=3, per_class=6, size=48)
+    make_image_tree(here / "data" / "my-images", classes=3, per_class=10, size=48)
     for split in ("train", "val"):
-        make_image_tree(here / "data" / "imagenet" / split, classes=2, per_class=4, size=72)
+        make_image_tree(here / "data" / "imagenet" / split, classes=2, per_class=8, size=72)
     (here / "my.yaml").write_text("run:\n  epochs: 1\n")
     _fake_cifar10(here / "data")
 
