@@ -13,6 +13,7 @@ FLOORS = [
     {"models"},
     {"nas"},
     {"data"},
+    {"saved"},
     {"train"},
     {"bench", "deploy"},
     {"study"},

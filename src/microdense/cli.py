@@ -97,8 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from microdense.train.config import FIELDS, resolve_config
+    from microdense.saved.run_folder import CONFIG_FILE
     from microdense.train.run import TrainingInterrupted, train
-    from microdense.train.run_folder import CONFIG_FILE
 
     # NOTE: after Lightning's import, which gives its loggers a handler of their own when the root has none.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -134,10 +134,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from microdense.data.config import DataCfg
-    from microdense.models._pretrained import parse_release_name
+    from microdense.saved.weights_source import WeightsSource
     from microdense.train.evaluate import evaluate
 
-    if args.data is None and not Path(args.checkpoint).exists() and parse_release_name(args.checkpoint):
+    if args.data is None and WeightsSource.resolve(args.checkpoint).release:
         raise UserError(f"{args.checkpoint} is released weights, whose training images are not here; name the data to "
                         "score it on with --data (e.g. --data imagefolder --data-dir DIR)")
     data = DataCfg(name=args.data or "synthetic", root=args.data_dir, val_split=args.val_split,
@@ -294,7 +294,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from microdense.deploy.export import DEFAULT_OPSET, SUFFIXES, export_model_file
-    from microdense.train.saved_model import load_model
+    from microdense.saved.weights_source import WeightsSource
 
     if args.format != "onnx" and (args.opset is not None or args.dynamic_batch):
         raise UserError("--opset and --dynamic-batch are ONNX options; drop them or use --format onnx", exit_code=2)
@@ -308,14 +308,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {folder} (model.safetensors, config.json, README.md); load it with "
               f"timm.create_model('local-dir:{folder}', pretrained=True) after import microdense")
         return 0
-    loaded = load_model(checkpoint)
-    if checkpoint.exists():
-        folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-        default = folder / f"model{SUFFIXES[args.format]}"
-    else:  # a released name: the file goes to the working folder, named after the release
+    source = WeightsSource.resolve(args.checkpoint)
+    if source.release:  # the file goes to the working folder, named after the release
         default = Path(f"{args.checkpoint}{SUFFIXES[args.format]}")
+    else:
+        default = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / f"model{SUFFIXES[args.format]}"
     out = Path(args.out) if args.out else default
-    result = export_model_file(loaded, out, args.format, args.opset or DEFAULT_OPSET, args.dynamic_batch)
+    result = export_model_file(source.loaded, out, args.format, args.opset or DEFAULT_OPSET, args.dynamic_batch)
     print(f"{result.fold.describe()}")
     print(f"checked on {result.images} inputs: max |logit difference| {result.max_abs_diff:.2e} (<= 1e-4), "
           f"same top-1; wrote {result.path}")

@@ -11,7 +11,7 @@ import microdense  # noqa: F401  (registers the models)
 from microdense_cli import main
 from microdense.deploy.export import export_model_file
 from microdense.models import list_models
-from microdense.train.saved_model import LoadedModel, RunInfo
+from microdense.saved.trained_model import LoadedModel, RunInfo
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, text: str, code: int) -> None:

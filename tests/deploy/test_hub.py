@@ -12,9 +12,9 @@ import microdense  # noqa: F401  (registers the models)
 from microdense.deploy import hub
 from microdense.deploy.hub import write_hub_folder
 from microdense.models._pretrained import released
+from microdense.saved.weights_source import load_model
 from microdense.train.config import resolve_config
 from microdense.train.run import train
-from microdense.train.saved_model import load_model
 from microdense_cli import main
 
 RELEASE = "microdensenet_cifar_tiny.cifar10"

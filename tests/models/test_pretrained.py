@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 import microdense  # noqa: F401  (registers the models)
 from microdense.models import _pretrained, list_models
 from microdense.models._pretrained import read_release, release_metadata
-from microdense.models.config import ModelCfg, check_sources
+from microdense.models.config import ModelCfg
+from microdense.saved.weights_source import start_source
 
 CLASSES = [f"c{i}" for i in range(10)]
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -137,7 +138,7 @@ def test_a_truncated_or_foreign_file_is_one_line(weights):
 
 def test_model_cfg_finds_the_release_without_reading_it(weights, monkeypatch):
     with pytest.raises(ValueError) as e:
-        check_sources(ModelCfg(pretrained=True))
+        start_source(ModelCfg(pretrained=True))
     assert one_line(e.value).startswith("ModelCfg.pretrained: microdensenet_cifar_tiny has no released weights")
     write_release(weights, "microdensenet_cifar_tiny")
 
@@ -147,17 +148,17 @@ def test_model_cfg_finds_the_release_without_reading_it(weights, monkeypatch):
     # NOTE: its check builds the network on the meta device; the file is read once, into the real model.
     monkeypatch.setattr(_pretrained, "read_release", refuse)
     monkeypatch.setattr(timm.models._builder, "load_pretrained", refuse)
-    check_sources(ModelCfg(pretrained=True))
-    check_sources(ModelCfg(init_from="microdensenet_cifar_tiny.cifar10"))
+    start_source(ModelCfg(pretrained=True))
+    start_source(ModelCfg(init_from="microdensenet_cifar_tiny.cifar10"))
 
 
 def test_what_a_run_cannot_start_from_is_refused_when_it_starts_not_when_read(weights, tmp_path):
     # NOTE: a saved configuration whose source has moved since stays readable; the run that would use it refuses
     moved, unreleased = ModelCfg(init_from="/no/such/run"), ModelCfg(init_from="resnet20_cifar.cifar10")
     with pytest.raises(FileNotFoundError, match="ModelCfg.init_from: '/no/such/run' does not exist"):
-        check_sources(moved)
+        start_source(moved)
     with pytest.raises(ValueError, match="ModelCfg.init_from: resnet20_cifar.cifar10 has no released weights"):
-        check_sources(unreleased)
+        start_source(unreleased)
     with pytest.raises(ValueError, match="ModelCfg.init_from: pretrained is set too"):
         ModelCfg(pretrained=True, init_from=str(tmp_path))  # a rule between values: refused when made
 

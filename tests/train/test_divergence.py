@@ -8,9 +8,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from microdense.errors import TrainingDiverged, WeightsError
+from microdense.saved.trained_model import nonfinite
+from microdense.saved.weights_source import load_model
 from microdense.train.config import resolve_config
 from microdense.train.run import train
-from microdense.train.saved_model import load_model, nonfinite
 
 # a few steps of tiny on a small tree; lr 1e6 sends the loss to inf or NaN within a handful of steps
 ARGS = dict(data=dict(name="imagefolder", val_split=0.25, batch_size=8, workers=0),

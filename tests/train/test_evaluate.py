@@ -10,8 +10,8 @@ import torch
 from conftest import make_image_tree
 from microdense.data.sources import DataSource, TensorImages
 from microdense.errors import DataError
+from microdense.saved.run_folder import read_metrics
 from microdense.train.evaluate import _as_model_labels
-from microdense.train.report import read_metrics
 from microdense_cli import main
 
 # 4 classes x 20 images; training holds out 10% of each class (no --val-split given): 8 images

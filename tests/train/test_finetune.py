@@ -17,8 +17,8 @@ from microdense.data.pipeline import ImagePipeline
 from microdense.deploy.release import release_weights
 from microdense.models import _pretrained
 from microdense.models._pretrained import read_release
-from microdense.train.report import read_metrics
-from microdense.train.saved_model import init_from
+from microdense.saved.run_folder import read_metrics
+from microdense.saved.weights_source import init_from
 
 TRAIN = ["train", "--data", "imagefolder", "--val-split", "0.25", "--batch-size", "8", "--accelerator", "cpu",
          "--devices", "1", "--quiet"]

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from microdense_cli import main
 from microdense.io import default_mode
+from microdense.saved.run_folder import read_metrics
 from microdense.train.config import resolve_config
-from microdense.train.report import read_metrics
 from microdense.train.run import train
 from microdense.train.system import lr_factor
 
@@ -112,8 +112,8 @@ def test_eval_prints_no_third_party_noise(trained_run):
 
 def test_eval_flip_averages_each_image_with_its_mirror(trained_run, capsys):
     from microdense.data.config import DataCfg
+    from microdense.saved.weights_source import load_model
     from microdense.train.datamodule import ImageDataModule
-    from microdense.train.saved_model import load_model
     tree, out = trained_run
     common = ["eval", "--checkpoint", str(out), "--data", "imagefolder", "--data-dir", str(tree), "--val-split",
               "0.25", "--json", "--accelerator", "cpu"]

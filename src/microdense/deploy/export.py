@@ -18,7 +18,7 @@ import torch.nn as nn
 from microdense.deploy.fold import FoldReport, fold_batchnorm
 from microdense.errors import ConfigError
 from microdense.io import atomic_path
-from microdense.train.saved_model import LoadedModel
+from microdense.saved.trained_model import LoadedModel
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}

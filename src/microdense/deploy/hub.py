@@ -6,8 +6,8 @@
     FOLDER/README.md           the model card: the hub's metadata block (library, tags, datasets, metrics), then the
                                card a packaged release carries
 
-timm writes the weights and config.json (`save_for_hf`, through `microdense.train.saved_model.save_for_timm`) and the
-card's metadata block (`generate_readme`), and reads the folder back after `import microdense`:
+timm writes the weights and config.json (`save_for_hf`, through `microdense.saved.trained_model.save_for_timm`) and
+the card's metadata block (`generate_readme`), and reads the folder back after `import microdense`:
 `timm.create_model("local-dir:FOLDER", pretrained=True)`, or `"hf-hub:USER/NAME"` once uploaded with
 `huggingface_hub.upload_folder(repo_id="USER/NAME", folder_path="FOLDER")` (README "Released weights"). The
 `microdense` commands take the folder as a run folder (`--checkpoint FOLDER`).
@@ -19,10 +19,12 @@ from typing import Any, Dict, Optional, Tuple
 
 from timm.models._hub import generate_readme
 
-from microdense.deploy.release import command_of, model_card, run_config, run_record
+from microdense.deploy.release import command_of, model_card, run_record
 from microdense.io import atomic_folder, atomic_write_text
-from microdense.models._pretrained import parse_release_name, read_release, require_release
-from microdense.train.saved_model import WEIGHTS, LoadedModel, load_model, save_for_timm
+from microdense.models._pretrained import read_release
+from microdense.saved.run_folder import read_saved_config
+from microdense.saved.trained_model import WEIGHTS, LoadedModel, save_for_timm
+from microdense.saved.weights_source import WeightsSource
 
 __all__ = ["write_hub_folder"]
 
@@ -33,18 +35,16 @@ HUB_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "image
 def _source(source: str, command: Optional[str], data_note: Optional[str]) -> Tuple[LoadedModel, Dict[str, Any],
                                                                                      Optional[str]]:
     """(loaded model, its record, the dataset it names): from a run folder, or from a release by name."""
-    path = Path(source)
-    if path.is_dir():
-        values = run_config(path)
-        loaded = load_model(path)
-        record = run_record(path, loaded.info, values, command_of(path, command), data_note)
-        return loaded, record, record["data"].get("name")
-    named = parse_release_name(source)
-    if named is None:
+    found = WeightsSource.find(source)
+    if found is not None and found.release:
+        return found.loaded, read_release(found.path)["record"], found.release[1]
+    if found is None or not found.path.is_dir():
         raise FileNotFoundError(f"{source} is neither a run folder nor a released name such as "
                                 "microdensenet_cifar_tiny.cifar10")
-    tag, weights = require_release(*named)
-    return load_model(f"{named[0]}.{tag}"), read_release(weights)["record"], tag
+    saved = read_saved_config(found.path)
+    loaded = found.loaded
+    record = run_record(found.path, loaded.info, saved, command_of(found.path, command), data_note)
+    return loaded, record, record["data"].get("name")
 
 
 def _readme(name: str, card: str, params: int, dataset: Optional[str]) -> str:

@@ -1,5 +1,6 @@
-"""Top-k labels for image files, from any model file this project writes: a run folder, model.safetensors, a
-Lightning .ckpt, or an exported .onnx / TorchScript .pt (which carry their class names and input transform).
+"""Top-k labels for image files, from a release or any model file this project writes: a run folder,
+model.safetensors, a Lightning .ckpt, or an exported .onnx / TorchScript .pt (which carry their class names and input
+transform).
 
 Each image is resized and centre-cropped as timm's `create_transform` does for the model's data config.
 """
@@ -17,7 +18,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from microdense.deploy.export import METADATA_KEY, onnx_fixed_batch, onnx_session, run_onnx
 from microdense.errors import ConfigError, DataError, WeightsError
-from microdense.train.saved_model import load_model
+from microdense.saved.weights_source import load_model
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def _open_torchscript(path: Path) -> Predictor:
 
 
 def open_predictor(path: os.PathLike) -> Predictor:
-    """A predictor from a run folder, model.safetensors, a .ckpt, an exported .onnx or a TorchScript .pt."""
+    """A predictor from an exported .onnx or TorchScript .pt, or any source of weights (`WeightsSource`: a release, a
+    run folder, model.safetensors, a .ckpt)."""
     path = Path(path)
     if path.suffix == ".onnx" and path.is_file():
         return _open_onnx(path)

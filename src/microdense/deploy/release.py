@@ -19,10 +19,9 @@ from microdense.errors import ConfigError
 from microdense.io import atomic_path, atomic_write_text
 from microdense.models import create_model
 from microdense.models._pretrained import SUFFIX, release_metadata, weights_dir
-from microdense.train.config import read_values
-from microdense.train.report import read_metrics
-from microdense.train.run_folder import COMMAND_FILE, CONFIG_FILE, METRICS_FILE
-from microdense.train.saved_model import RunInfo, load_model
+from microdense.saved.run_folder import COMMAND_FILE, METRICS_FILE, SavedConfig, read_metrics, read_saved_config
+from microdense.saved.trained_model import RunInfo
+from microdense.saved.weights_source import load_model
 
 __all__ = ["release_weights"]
 
@@ -34,15 +33,6 @@ KEY_SETTINGS = ("optim.lr", "data.batch_size", "optim.schedule", "optim.weight_d
                 "run.precision")
 SET_SETTINGS = ("optim.lr_base_size", "optim.ema_decay", "optim.mixup", "optim.cutmix", "data.cutout", "data.randaugment", "run.time_budget",
                 "run.max_steps", "model.pretrained", "model.init_from")
-
-
-def run_config(run_dir: Path) -> Dict[str, Any]:
-    """The run's config.yaml as nested values (either layout), read without re-checking it: a source it started from
-    may be gone."""
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no config.yaml; release a run folder that microdense train wrote")
-    return read_values(path, "config file")
 
 
 def _check_registered_architecture(info: RunInfo, state: Dict[str, torch.Tensor], run_dir: Path) -> None:
@@ -74,28 +64,27 @@ def command_of(run_dir: Path, command: Optional[str]) -> str:
     return command.strip()
 
 
-def run_record(run_dir: Path, info: RunInfo, values: Dict[str, Any], command: str,
-            data_note: Optional[str] = None) -> Dict[str, Any]:
+def run_record(run_dir: Path, info: RunInfo, saved: SavedConfig, command: str,
+               data_note: Optional[str] = None) -> Dict[str, Any]:
     """What made the weights: the release header's `record`."""
     rows = read_metrics(run_dir / METRICS_FILE)
-    run = values.get("run", {})
-    data = dict(info.provenance.get("data") or {"name": values.get("data", {}).get("name")})
-    data["val_split"] = values.get("data", {}).get("val_split")
-    data["root"] = values.get("data", {}).get("root")
+    data = dict(info.provenance.get("data") or {"name": saved.get("data.name")})
+    data["val_split"] = saved.get("data.val_split")
+    data["root"] = saved.get("data.root")
     if data_note:
         data["about"] = data_note
     settings = {}
     for key in (*KEY_SETTINGS, *SET_SETTINGS):
-        section, name = key.split(".")
-        value = values.get(section, {}).get(name)
+        value = saved.get(key)
         if value is not None and (key in KEY_SETTINGS or value not in (False, 0, -1)):
             settings[key] = value
     code = info.provenance.get("code") or {}
     return dict(
-        data=data, recipe=values.get("recipe"), settings=settings,
-        epochs=_number(rows[-1]["epoch"]) if rows else run.get("epochs"), steps=int(rows[-1]["step"]) if rows else None,
-        seed=run.get("seed", 0), commit=code.get("commit"), dirty=code.get("dirty"), val_flip=bool(run.get("val_flip")),
-        val_top1=info.metrics.get("val_top1"), val_top5=info.metrics.get("val_top5"), command=command)
+        data=data, recipe=saved.get("recipe"), settings=settings,
+        epochs=_number(rows[-1]["epoch"]) if rows else saved.get("run.epochs"),
+        steps=int(rows[-1]["step"]) if rows else None, seed=saved.get("run.seed", 0), commit=code.get("commit"),
+        dirty=code.get("dirty"), val_flip=bool(saved.get("run.val_flip")), val_top1=info.metrics.get("val_top1"),
+        val_top5=info.metrics.get("val_top5"), command=command)
 
 
 def _number(text: str) -> float:
@@ -212,7 +201,7 @@ def release_weights(run_dir: os.PathLike, tag: str, out_dir: Optional[os.PathLik
     if not TAG_PATTERN.fullmatch(tag):
         raise ConfigError(f"release tag {tag!r} must be lower-case letters, digits, '_' and '-', e.g. cifar10")
     command = command_of(run_dir, command)
-    values = run_config(run_dir)
+    saved = read_saved_config(run_dir)
     loaded = load_model(run_dir)
     info = loaded.info
     state = {k: (v.float() if v.is_floating_point() else v).contiguous()
@@ -224,7 +213,7 @@ def release_weights(run_dir: os.PathLike, tag: str, out_dir: Optional[os.PathLik
     for path in (weights, card):
         if path.exists():
             raise FileExistsError(f"{path} exists already; remove it to release {name} again")
-    record = run_record(run_dir, info, values, command, data_note)
+    record = run_record(run_dir, info, saved, command, data_note)
     metadata = release_metadata(info.model, tag, info.classes, info.mean, info.std, info.input_size, info.crop_pct,
                                 record)
     with atomic_path(weights) as tmp:

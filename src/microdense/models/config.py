@@ -1,6 +1,5 @@
 """The model section of a training configuration, and the one place a configured model is built."""
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
@@ -8,10 +7,9 @@ import torch.nn as nn
 
 from microdense.errors import ConfigError
 from microdense.fields import check_fields, setting
-from microdense.models._pretrained import parse_release_name, require_release
 from microdense.models._registry import create_model
 
-__all__ = ["ModelCfg", "build_model", "check_sources", "model_args"]
+__all__ = ["ModelCfg", "build_model", "model_args"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,7 @@ class ModelCfg:
 
     def __post_init__(self) -> None:
         # NOTE: values only: a saved configuration stays readable when a file it names has moved since
-        # (`check_sources` looks for the weights when a run starts).
+        # (`microdense.saved.weights_source.start_source` looks for the weights when a run starts).
         check_fields(self)
         if "num_classes" in self.kwargs:
             raise ConfigError("ModelCfg.kwargs: num_classes is a field of its own; set model.num_classes")
@@ -43,32 +41,6 @@ class ModelCfg:
             build_model(self, self.num_classes or 10, weights=False)
         if self.pretrained and self.init_from is not None:
             raise ConfigError("ModelCfg.init_from: pretrained is set too; start from one of them")
-
-
-def check_sources(cfg: ModelCfg) -> None:
-    """Find (not read) the weights a run starts from, `pretrained`'s release or `init_from`'s file, before the run
-    makes its folder: they are loaded once, into the real model.
-
-    Raises:
-        ConfigError: no such release. FileNotFoundError: no such file or folder.
-    """
-    if cfg.pretrained:
-        _require_release("pretrained", cfg.name, None)
-    if cfg.init_from is not None:
-        named = parse_release_name(cfg.init_from)
-        if named is not None and not Path(cfg.init_from).exists():
-            _require_release("init_from", *named)
-        elif not cfg.init_from or not Path(cfg.init_from).exists():
-            raise FileNotFoundError(f"ModelCfg.init_from: {cfg.init_from!r} does not exist; give a run folder, "
-                                    "model.safetensors, a .ckpt or a released name such as "
-                                    "microdensenet_cifar_tiny.cifar10")
-
-
-def _require_release(field: str, model: str, tag: Optional[str]) -> None:
-    try:
-        require_release(model, tag)
-    except ConfigError as e:
-        raise ConfigError(f"ModelCfg.{field}: {e}") from None
 
 
 def model_args(cfg: ModelCfg, num_classes: int) -> Dict[str, Any]:
@@ -80,6 +52,6 @@ def model_args(cfg: ModelCfg, num_classes: int) -> Dict[str, Any]:
 def build_model(cfg: ModelCfg, num_classes: int, weights: bool = True) -> nn.Module:
     """The network `cfg` describes, with `num_classes` outputs; with the released weights when `cfg.pretrained` (and
     `weights`: False builds the architecture alone). `init_from` is the trainer's to apply
-    (`microdense.train.saved_model.init_from`): its sources are files this project's trainer writes."""
+    (`microdense.saved.weights_source.init_from`): its sources are files this project's trainer writes."""
     pretrained = dict(pretrained=True) if cfg.pretrained and weights else {}
     return create_model(cfg.name, **model_args(cfg, num_classes), **pretrained)

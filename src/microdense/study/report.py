@@ -16,10 +16,9 @@ import yaml
 
 from microdense.io import atomic_write_text
 from microdense.plots import pyplot, save_png
+from microdense.saved.run_folder import METRICS_FILE, read_metrics
 from microdense.study.results import RESULTS_FILE, read_rows, spread
 from microdense.study.runner import STUDY_FILE
-from microdense.train.report import read_metrics
-from microdense.train.run_folder import METRICS_FILE
 
 
 @dataclass

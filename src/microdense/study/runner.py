@@ -25,15 +25,15 @@ from microdense.data.sources import class_count
 from microdense.errors import ConfigError, MicrodenseError, TrainingDiverged
 from microdense.io import atomic_write_text
 from microdense.models import check_model_name
-from microdense.models.config import check_sources
 from microdense.provenance import code_state, file_state, provenance, source_root
+from microdense.saved.run_folder import CONFIG_FILE, last_checkpoint
+from microdense.saved.weights_source import start_source
 from microdense.study.decision import as_data
 from microdense.study.results import RESULTS_FILE, append_row, read_rows
 from microdense.study.spec import Entry, PlannedRun, Study, plan, run_config
 from microdense.study.width import match_params, param_count
 from microdense.train.config import TrainConfig, peak_lr, resolve_config
 from microdense.train.run import train
-from microdense.train.run_folder import CONFIG_FILE, last_checkpoint
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "study.yaml"
@@ -227,7 +227,7 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
     configs = {r.name: run_config(study, entries[r.entry.label].kwargs, r.entry, r.seed, out / "runs" / r.name)
                for r in runs}
     for cfg in configs.values():  # the weights any run starts from, found before the first run
-        check_sources(cfg.model)
+        start_source(cfg.model)
     if test_dir is not None and not Path(test_dir).is_dir():
         raise FileNotFoundError(f"test folder {test_dir} does not exist; give an ImageFolder tree to --test-dir")
     results = out / RESULTS_FILE

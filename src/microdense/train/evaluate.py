@@ -11,17 +11,17 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import lightning.pytorch as pl
 import torch
-import yaml
 
 from microdense.data.config import DataCfg
 from microdense.data.sources import DEFAULT_VAL_SPLIT, DataSource, Split, TensorImages, hold_out, load_dataset
 from microdense.errors import ConfigError, DataError
+from microdense.saved.run_folder import CONFIG_FILE, read_saved_config
+from microdense.saved.trained_model import RunInfo
+from microdense.saved.weights_source import WeightsSource
 from microdense.train.config import OptimCfg, RunCfg
 from microdense.train.datamodule import ImageDataModule
 from microdense.train.quiet import third_party_noise_silenced
 from microdense.train.report import plot_confusion
-from microdense.train.run_folder import CHECKPOINT_DIR, CONFIG_FILE
-from microdense.train.saved_model import RunInfo, load_model
 from microdense.train.system import ClassificationSystem
 
 
@@ -36,16 +36,15 @@ class EvalResult:
     confusion: Any
 
 
-def recorded_data(checkpoint: str, info: RunInfo) -> Dict[str, Any]:
+def recorded_data(source: WeightsSource, info: RunInfo) -> Dict[str, Any]:
     """What the run records about its data: the fingerprint (`data_fingerprint`) with its folder (`root`),
     `val_split` and `seed`. A run recorded before those sat beside the fingerprint has them in its config.yaml."""
     data = dict(info.provenance.get("data") or {})
-    path = Path(checkpoint)
-    folder = path if path.is_dir() else path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
-    if "seed" not in data and (folder / CONFIG_FILE).is_file():
-        values = yaml.safe_load((folder / CONFIG_FILE).read_text())
-        data = {"name": values["data"]["name"], "root": values["data"].get("root"),
-                "val_split": values["data"].get("val_split"), "seed": values["run"].get("seed", 0), **data}
+    folder = source.run_dir
+    if "seed" not in data and folder is not None and (folder / CONFIG_FILE).is_file():
+        saved = read_saved_config(folder)
+        data = {"name": saved.get("data.name"), "root": saved.get("data.root"),
+                "val_split": saved.get("data.val_split"), "seed": saved.get("run.seed", 0), **data}
     return data
 
 
@@ -112,8 +111,9 @@ def evaluate(checkpoint: str, data: DataCfg, seed: Optional[int] = None, acceler
     Raises:
         ConfigError: `own_data`, and the run records no data. DataError: the data's classes are not the model's.
     """
-    loaded = load_model(Path(checkpoint))
-    recorded = recorded_data(checkpoint, loaded.info)
+    source = WeightsSource.resolve(checkpoint)
+    loaded = source.loaded
+    recorded = recorded_data(source, loaded.info)
     if own_data:
         if not recorded.get("name"):
             raise ConfigError(f"{checkpoint} records no data it was trained on; name the data to evaluate it on "

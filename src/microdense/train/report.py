@@ -1,32 +1,11 @@
 """What a run leaves for people to read: metrics.csv per epoch, curves.png, a confusion matrix."""
-import csv
-import io
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import lightning.pytorch as pl
 
-from microdense.io import atomic_write_text
 from microdense.plots import pyplot, save_png
-from microdense.train.run_folder import CURVES_FILE, METRICS_FILE
-
-COLUMNS = ("epoch", "step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "img_s", "train_s")
-
-
-def read_metrics(path: Path) -> List[Dict[str, str]]:
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
-def write_metrics(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
-    atomic_write_text(path, buf.getvalue())
+from microdense.saved.run_folder import CURVES_FILE, METRICS_FILE, read_metrics, write_metrics
 
 
 def _floats(rows: Sequence[Dict[str, Any]], key: str) -> List[Optional[float]]:

@@ -18,19 +18,19 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from microdense.errors import TrainingDiverged
 from microdense.io import atomic_write_text
-from microdense.models.config import build_model, check_sources, model_args
+from microdense.models.config import build_model, model_args
 from microdense.models.size import measure_size
 from microdense.provenance import provenance
+from microdense.saved.run_folder import (BEST_CHECKPOINT, CHECKPOINT_DIR, COMMAND_FILE, CONFIG_FILE, LAST_CHECKPOINT,
+                                         METRICS_FILE, PREVIOUS, last_checkpoint, read_metrics)
+from microdense.saved.trained_model import RunInfo, nonfinite, save_for_timm
+from microdense.saved.weights_source import WeightsSource, init_from, start_source
 from microdense.train.checkpoint_io import SafeCheckpointIO
 from microdense.train.config import OptimCfg, TrainConfig, save_config
 from microdense.train.datamodule import ImageDataModule
 from microdense.train.interrupt import StopOnInterrupt, StopRequested
 from microdense.train.quiet import third_party_noise_silenced
-from microdense.train.report import EpochReport, read_metrics
-from microdense.train.run_folder import (BEST_CHECKPOINT, CHECKPOINT_DIR, COMMAND_FILE, CONFIG_FILE, LAST_CHECKPOINT,
-                                         METRICS_FILE, PREVIOUS, last_checkpoint)
-from microdense.train.saved_model import (LoadedModel, RunInfo, init_from, load_model, nonfinite, origin,
-                                         release_info, save_for_timm)
+from microdense.train.report import EpochReport
 from microdense.train.system import ClassificationSystem
 
 log = logging.getLogger(__name__)
@@ -143,27 +143,15 @@ def _devices(value: str) -> Any:
     return int(value) if str(value).isdigit() else value
 
 
-def _start_source(cfg: TrainConfig) -> Tuple[Optional[LoadedModel], Optional[RunInfo]]:
-    """What a fine-tuning run starts from: (`model.init_from` loaded, its RunInfo), (None, the RunInfo of
-    `model.pretrained`'s release), or (None, None) for a run from scratch."""
-    if cfg.model.init_from:
-        loaded = load_model(cfg.model.init_from)
-        return loaded, loaded.info
-    if cfg.model.pretrained:
-        return None, release_info(cfg.model.name)[1]
-    return None, None
-
-
-def _start_weights(model: torch.nn.Module, cfg: TrainConfig, loaded: Optional[LoadedModel],
+def _start_weights(model: torch.nn.Module, cfg: TrainConfig, source: Optional[WeightsSource],
                    resuming: bool) -> Optional[Dict[str, Any]]:
     """Load `model.init_from`'s weights into `model` (`model.pretrained`'s build_model has loaded); returns what the
     run started from, for its provenance. A resumed run's weights come from its checkpoint."""
+    if source is None:
+        return None
     if cfg.model.init_from:
-        return dict(source=cfg.model.init_from) if resuming else init_from(model, cfg.model.init_from, loaded)
-    if cfg.model.pretrained:
-        tag, info = release_info(cfg.model.name)
-        return origin(info, f"{cfg.model.name}.{tag}")
-    return None
+        return dict(source=cfg.model.init_from) if resuming else init_from(model, source)
+    return source.origin()
 
 
 def _lr_text(optim: OptimCfg, peak: float, global_batch: int) -> str:
@@ -195,12 +183,12 @@ def model_side(name: str) -> int:
     return pretrained.input_size[-1] if pretrained else 224
 
 
-def _prepare_data(cfg: TrainConfig, source: Optional[RunInfo]) -> ImageDataModule:
-    """The data module, set up for fitting. Fine-tuned weights keep the normalisation they were trained with, and
-    large images are cropped to the model's input size unless data.img_size says otherwise, as timm's data config
-    does."""
+def _prepare_data(cfg: TrainConfig, start: Optional[RunInfo]) -> ImageDataModule:
+    """The data module, set up for fitting. Fine-tuned weights (`start`: their record) keep the normalisation they were
+    trained with, and large images are cropped to the model's input size unless data.img_size says otherwise, as
+    timm's data config does."""
     datamodule = ImageDataModule(cfg.data, cfg.model.num_classes, seed=cfg.run.seed,
-                                 mean_std=(tuple(source.mean), tuple(source.std)) if source else None,
+                                 mean_std=(tuple(start.mean), tuple(start.std)) if start else None,
                                  model_size=model_side(cfg.model.name))
     if _is_launch_primary():
         datamodule.prepare_data()  # downloads, before the model can be sized from the data
@@ -210,11 +198,11 @@ def _prepare_data(cfg: TrainConfig, source: Optional[RunInfo]) -> ImageDataModul
     return datamodule
 
 
-def _build_network(cfg: TrainConfig, num_classes: int, loaded: Optional[LoadedModel],
+def _build_network(cfg: TrainConfig, num_classes: int, source: Optional[WeightsSource],
                    resuming: bool) -> Tuple[torch.nn.Module, Optional[Dict[str, Any]]]:
     """The network, with the weights it starts from (returns what they were, for the provenance)."""
     model = build_model(cfg.model, num_classes)
-    started_from = _start_weights(model, cfg, loaded, resuming)
+    started_from = _start_weights(model, cfg, source, resuming)
     if cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, started_from
@@ -308,14 +296,13 @@ def _train(cfg: TrainConfig, callbacks: Sequence[pl.Callback], progress: bool, c
     resume_from = check_run_dir(run_dir, cfg.run.resume, cfg.run.restart)
     if resume_from is not None:  # Lightning warns that the checkpoint folder it resumes from holds checkpoints
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    check_sources(cfg.model)
+    source = start_source(cfg.model)  # found now, before the run folder is made; read once, below
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
 
     # data, network, trainer
-    loaded, source = _start_source(cfg)
-    datamodule = _prepare_data(cfg, source)
+    datamodule = _prepare_data(cfg, source.info if source else None)
     num_classes = datamodule.num_classes
-    model, started_from = _build_network(cfg, num_classes, loaded, resume_from is not None)
+    model, started_from = _build_network(cfg, num_classes, source, resume_from is not None)
     if cfg.run.restart:
         _move_aside(run_dir)
         # NOTE: the saved configuration is the new run's own, which a later --resume continues

@@ -17,8 +17,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from microdense.errors import TrainingDiverged
+from microdense.saved.trained_model import RUN_INFO_KEY, RunInfo, nonfinite
 from microdense.train.config import OptimCfg, RunCfg, peak_lr
-from microdense.train.saved_model import RUN_INFO_KEY, RunInfo, nonfinite
 from microdense.train.progress import RunProgress
 
 PROGRESS_KEY = "microdense_progress"  # the checkpoint entry that keeps the training seconds across resumes
