@@ -172,6 +172,8 @@ def _run_bench(specs: List[str], batch_size: int, steps: int, warmup: int, laten
     from microdense.bench.run import run_bench
     from microdense.bench.worker import check_spec
 
+    # NOTE: the pipeline's leg trains through Lightning, so its worker is the trainer's; the bench imports no trainer
+    worker = "microdense.train.pipeline_speed" if pipeline else None
     if not specs:
         raise UserError("--models needs at least one model name", exit_code=2)
     for spec in specs:  # before the progress bar: a bad spec is one line, not a half-drawn bar
@@ -183,7 +185,7 @@ def _run_bench(specs: List[str], batch_size: int, steps: int, warmup: int, laten
         def progress(done: int, spec: str) -> None:
             bar.update(task, completed=done, description=f"benchmarking {spec}")
 
-        report = run_bench(specs, batch_size, steps, warmup, device, latency_runs, pipeline, progress, kernels,
+        report = run_bench(specs, batch_size, steps, warmup, device, latency_runs, worker, progress, kernels,
                            profile, rounds)
         bar.update(task, completed=len(specs) * rounds, description="done")
     return report

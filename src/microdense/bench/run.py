@@ -1,8 +1,8 @@
 """`microdense bench`: every model measured on one machine in one invocation, side by side.
 
-Each model runs in a subprocess of its own (`microdense.bench.worker`) so peak-memory readings never
-mix; the machine's dense fp32 matmul rate is probed first, in this process, and every model's
-hardware efficiency is its achieved training FLOP/s over that rate.
+Each model runs in a subprocess of its own (a worker module: `microdense.bench.worker`, or one that adds a leg of its
+own) so peak-memory readings never mix; the machine's dense fp32 matmul rate is probed first, in this process, and
+every model's hardware efficiency is its achieved training FLOP/s over that rate.
 """
 import json
 import statistics
@@ -20,13 +20,15 @@ from microdense.plots import pyplot, save_png
 from microdense.provenance import provenance
 
 COLUMNS = ("model", "params", "macs", "train_img_s", "infer_img_s", "latency_ms", "peak_mem_mb", "efficiency")
+WORKER = "microdense.bench.worker"
 
 
 def bench_one(spec: str, batch_size: int, steps: int, warmup: int, device: str, latency_runs: int,
-              pipeline: bool, kernels: bool = False, profile: bool = False) -> Dict[str, Any]:
+              worker: Optional[str] = None, kernels: bool = False, profile: bool = False) -> Dict[str, Any]:
+    """One spec measured in a fresh process of `worker` (None: the bench's own, `WORKER`)."""
     opts = dict(spec=spec, batch_size=batch_size, steps=steps, warmup=warmup, device=device,
-                latency_runs=latency_runs, pipeline=pipeline, kernels=kernels, profile=profile)
-    proc = subprocess.run([sys.executable, "-m", "microdense.bench.worker", json.dumps(opts)],
+                latency_runs=latency_runs, kernels=kernels, profile=profile)
+    proc = subprocess.run([sys.executable, "-m", worker or WORKER, json.dumps(opts)],
                           capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
     try:
@@ -60,13 +62,15 @@ def _median_of_rounds(rounds: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def run_bench(specs: List[str], batch_size: int = 64, steps: int = 10, warmup: int = 3, device: str = "cpu",
-              latency_runs: int = 30, pipeline: bool = False,
+              latency_runs: int = 30, worker: Optional[str] = None,
               progress: Optional[Callable[[int, str], None]] = None, kernels: bool = False,
               profile: bool = False, rounds: int = 1) -> Dict[str, Any]:
     """Measure every spec (see `microdense.bench.worker`); each is checked before any measurement starts.
 
     With `rounds` > 1 every spec is measured that many times, round-robin (a fresh process each time), and each
-    figure is the median of its rounds; the kernel list and profile come from the first round.
+    figure is the median of its rounds; the kernel list and profile come from the first round. `worker`: the module
+    each measurement runs in (`python -m`; None: `WORKER`), for one that adds a leg of its own to the bench worker's
+    (the command line's --pipeline names the training pipeline's).
 
     Raises:
         ConfigError, ArgumentError: a spec that cannot be measured, named.
@@ -86,7 +90,7 @@ def run_bench(specs: List[str], batch_size: int = 64, steps: int = 10, warmup: i
             if progress:
                 progress(k * len(specs) + i, spec)
             first = k == 0
-            by_spec[spec].append(bench_one(spec, batch_size, steps, warmup, device, latency_runs, pipeline,
+            by_spec[spec].append(bench_one(spec, batch_size, steps, warmup, device, latency_runs, worker,
                                            kernels and first, profile and first))
     results = []
     for spec in specs:

@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 from contextlib import nullcontext
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +78,11 @@ def _timed(fn, steps: int, device: torch.device) -> float:
 
 
 def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, latency_runs: int,
-            pipeline: bool = False, kernels: bool = False, profile: bool = False) -> Dict[str, Any]:
+            kernels: bool = False, profile: bool = False,
+            after: Optional[Callable[..., Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """The size, training and inference speed and peak memory of one spec's model. `after`: a further leg, called as
+    `after(model, batch_size, steps, warmup, device, run_options, train_img_s)` once the bare step is measured (a
+    worker of its own passes it); the figures it returns join the result."""
     import microdense  # noqa: F401  (registers the models)
     from microdense.models.size import count_flops_by_module, count_params
     from microdense.models import create_model, resolve_input_size
@@ -152,8 +156,8 @@ def measure(spec: str, batch_size: int, steps: int, warmup: int, device: str, la
         result["kernels"] = conv_kernels(onednn_verbose(train_step))
     if profile:
         result["profile"] = profile_step(train_step, steps)
-    if pipeline:
-        result.update(measure_pipeline(model, batch_size, steps, warmup, dev, options, train_img_s))
+    if after is not None:
+        result.update(after(model, batch_size, steps, warmup, dev, options, train_img_s))
     return result
 
 
@@ -257,55 +261,12 @@ def _time_inference(forward: Callable[[torch.Tensor], Any], x: torch.Tensor, ste
     return steps * len(x) / infer_s, statistics.median(times) * 1e3
 
 
-def measure_pipeline(model: torch.nn.Module, batch_size: int, steps: int, warmup: int, dev: torch.device,
-                     options: Dict[str, Any], bare_img_s: float) -> Dict[str, Any]:
-    """Training img/s of the same model through `microdense train`'s machinery (Lightning, the data module's
-    fast small-image path on synthetic data), for the pipeline's overhead against the bare step."""
-    import lightning.pytorch as pl
-
-    from microdense.data.config import DataCfg
-    from microdense.train.datamodule import ImageDataModule
-    from microdense.train.config import OptimCfg, RunCfg
-    from microdense.train.quiet import third_party_noise_silenced
-    from microdense.train.system import ClassificationSystem
-
-    class StepTimer(pl.Callback):
-        def __init__(self):
-            self.start = None
-            self.elapsed = 0.0
-
-        def on_train_batch_start(self, trainer, *args):
-            if trainer.global_step == warmup:
-                _sync(dev)
-                self.start = time.perf_counter()
-
-        def on_train_end(self, trainer, *args):
-            _sync(dev)
-            self.elapsed = time.perf_counter() - self.start
-
-    data = DataCfg(name="synthetic", batch_size=batch_size, workers=0)
-    datamodule = ImageDataModule(data)
-    datamodule.setup("fit")
-    run = RunCfg(epochs=1, channels_last=bool(options.get("channels_last")))
-    system = ClassificationSystem(model, OptimCfg(), model.num_classes, steps_per_epoch=warmup + steps, run=run)
-    timer = StepTimer()
-    precision = {"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(options.get("amp"), "32-true")  # as the bare step's
-    with third_party_noise_silenced():
-        trainer = pl.Trainer(accelerator=dev.type, devices=1, max_steps=warmup + steps, precision=precision,
-                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
-                             use_distributed_sampler=False)
-        trainer.fit(system, datamodule=datamodule)
-    pipeline_img_s = steps * batch_size / timer.elapsed
-    return {"pipeline_img_s": pipeline_img_s, "pipeline_overhead": bare_img_s / pipeline_img_s - 1}
-
-
-def main() -> int:
-    """Print the measurement as one JSON line; a failure as one JSON line {"error": ...} and exit status 1 (the
-    traceback goes to stderr, for a person, never for the parent to parse)."""
+def main(measure_one: Callable[..., Dict[str, Any]] = measure) -> int:
+    """Print the measurement (`measure_one` of the options in argv[1]) as one JSON line; a failure as one JSON line
+    {"error": ...} and exit status 1 (the traceback goes to stderr, for a person, never for the parent to parse)."""
     opts = json.loads(sys.argv[1])
     try:
-        result = measure(**opts)
+        result = measure_one(**opts)
     except Exception as e:  # any failure, reported in words to the parent process
         import traceback
         traceback.print_exc()
