@@ -14,8 +14,8 @@ FLOORS = [
     {"nas"},
     {"data"},
     {"saved"},
-    {"train"},
     {"bench", "deploy"},
+    {"train"},
     {"study"},
     {"cli"},
 ]
@@ -84,6 +84,17 @@ def test_nas_imports_on_its_own_and_models_pull_in_no_engine():
             "timm.create_model('microdensenet_cifar_tiny'); timm.create_model('darts_v2_cifar')\n"
             "import microdense.deploy.export, microdense.deploy.predict\n")
     assert modules_loaded_by(code, ("lightning", "torchmetrics", "onnxruntime")) == []
+
+
+def test_deploy_and_bench_import_nothing_of_the_trainer():
+    """What serves or measures a trained model reads it through `microdense.saved`, below the trainer: neither part
+    imports `microdense.train`, nor, through anything it imports, Lightning."""
+    graph = _imports()
+    assert [part for part in ("bench", "deploy") if "train" in graph.get(part, set())] == []
+    from conftest import modules_loaded_by
+    code = ("import microdense.deploy.export, microdense.deploy.hub, microdense.deploy.predict, "
+            "microdense.deploy.release, microdense.bench.run, microdense.bench.worker\n")
+    assert modules_loaded_by(code, ("lightning", "torchmetrics", "microdense.train")) == []
 
 
 def test_data_pulls_in_no_training_engine():
