@@ -49,12 +49,12 @@ def test_the_fields_a_study_owns_are_training_fields():
 
 
 def test_entry_overrides_change_that_entry_s_runs_alone(tmp_path):
-    from microdense.study.spec import run_config
+    from microdense.study.spec import run_train_config
     # the sections' layout, dotted names and the flat layout of older study files all read the same
     s = study(overrides={"optim": {"label_smoothing": 0.2}},
               entries=[{"model": TINY, "label": "a"},
                        {"model": TINY, "label": "ema", "overrides": {"optim.ema_decay": 0.99, "val_flip": True}}])
-    a, ema = (run_config(s, {}, s.entry(label), 0, tmp_path) for label in ("a", "ema"))
+    a, ema = (run_train_config(s, {}, s.entry(label), 0, tmp_path) for label in ("a", "ema"))
     assert (a.optim.ema_decay, ema.optim.ema_decay) == (0.0, 0.99) and (a.run.val_flip, ema.run.val_flip) == (
         False, True)
     assert a.optim.label_smoothing == ema.optim.label_smoothing == 0.2 and a.run.epochs == ema.run.epochs == 1

@@ -30,7 +30,7 @@ from microdense.saved.run_folder import CONFIG_FILE, last_checkpoint
 from microdense.saved.weights_source import start_source
 from microdense.study.decision import as_data
 from microdense.study.results import RESULTS_FILE, append_row, read_rows
-from microdense.study.spec import Entry, PlannedRun, Study, plan, run_config
+from microdense.study.spec import Entry, PlannedRun, Study, plan, run_train_config
 from microdense.study.width import match_params, param_count
 from microdense.train.config import TrainConfig, peak_lr, resolve_config
 from microdense.train.run import train
@@ -224,8 +224,8 @@ def run_study(study: Study, out: Path, shard: Tuple[int, int] = (0, 1), test_dir
                          "repeat this study's rows; commit them, or allow it (allow_dirty) and the rows say so")
     entries = resolve_entries(study, _data_classes(study))
     runs = plan(study)
-    configs = {r.name: run_config(study, entries[r.entry.label].kwargs, r.entry, r.seed, out / "runs" / r.name)
-               for r in runs}
+    configs = {r.name: run_train_config(study, entries[r.entry.label].kwargs, r.entry, r.seed,
+                                        out / "runs" / r.name) for r in runs}
     for cfg in configs.values():  # the weights any run starts from, found before the first run
         start_source(cfg.model)
     if test_dir is not None and not Path(test_dir).is_dir():

@@ -233,8 +233,8 @@ def run_values(study: Study, entry_kwargs: Dict[str, Any], entry: Entry, seed: i
     return merge(study.overrides, entry.overrides, owned)
 
 
-def run_config(study: Study, entry_kwargs: Dict[str, Any], entry: Entry, seed: int, out: Path,
-               resume: bool = False) -> TrainConfig:
+def run_train_config(study: Study, entry_kwargs: Dict[str, Any], entry: Entry, seed: int, out: Path,
+                     resume: bool = False) -> TrainConfig:
     """The TrainConfig `microdense train` would build for this run: recipe < the study's overrides < the entry's
     overrides < the study's run fields.
     A budget of steps or minutes is the run's only limit (a recipe's own epochs no longer apply)."""
