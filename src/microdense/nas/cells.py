@@ -4,7 +4,7 @@ from typing import List, Sequence
 import torch
 import torch.nn as nn
 
-from microdense.nas.genotypes import Entry
+from microdense.nas.genotypes import Edge
 from microdense.nas.operations import OPS, FactorizedReduce, ReLUConvBN
 
 
@@ -21,21 +21,21 @@ class Cell(nn.Module):
     """Nodes 2..5 each sum two operations over earlier states; the output concatenates `concat`.
 
     Args:
-        entries, concat: the cell's half of a genotype.
+        edges, concat: the cell's half of a genotype.
         c_prev_prev, c_prev: channels of the two input states.
         c: channels of every node.
         reduction: this cell halves the resolution (its ops on states 0/1 have stride 2).
         reduction_prev: state 0 is at twice state 1's resolution (the previous cell reduced).
     """
 
-    def __init__(self, entries: Sequence[Entry], concat: Sequence[int], c_prev_prev: int, c_prev: int, c: int,
+    def __init__(self, edges: Sequence[Edge], concat: Sequence[int], c_prev_prev: int, c_prev: int, c: int,
                  reduction: bool, reduction_prev: bool):
         super().__init__()
         self.reduction = reduction
         self.preprocess0 = FactorizedReduce(c_prev_prev, c) if reduction_prev else ReLUConvBN(c_prev_prev, c, 1, 1, 0)
         self.preprocess1 = ReLUConvBN(c_prev, c, 1, 1, 0)
-        self.ops = nn.ModuleList([OPS[op](c, 2 if reduction and src < 2 else 1, True) for op, src in entries])
-        self.sources = [src for _, src in entries]
+        self.ops = nn.ModuleList([OPS[op](c, 2 if reduction and src < 2 else 1, True) for op, src in edges])
+        self.sources = [src for _, src in edges]
         self.concat = list(concat)
         self.multiplier = len(self.concat)
         self.out_chs = self.multiplier * c
@@ -51,7 +51,7 @@ class Cell(nn.Module):
             if j % 2 == 0:
                 node = h
             else:
-                states.append(node + h)  # node 2 + j // 2 sums its two entries
+                states.append(node + h)  # node 2 + j // 2 sums its two edges
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 

@@ -1,8 +1,8 @@
 """DARTS-space genotypes as data: the published ones, and a parser that refuses bad ones clearly.
 
-Each cell entry is (operation, input state); node k = 2..5 sums the outputs of entries 2(k-2) and
-2(k-2)+1; states 0 and 1 are the two previous cells' outputs; the cell output concatenates
-`concat` (nodes 2-5 by default). Liu et al., "DARTS: Differentiable Architecture Search".
+Each entry of a cell's list is an `Edge` (operation, input state); node k = 2..5 sums the outputs of
+entries 2(k-2) and 2(k-2)+1; states 0 and 1 are the two previous cells' outputs; the cell output
+concatenates `concat` (nodes 2-5 by default). Liu et al., "DARTS: Differentiable Architecture Search".
 """
 import ast
 import json
@@ -16,13 +16,13 @@ OPERATIONS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_
               "dil_conv_3x3", "dil_conv_5x5")
 STEPS = 4  # intermediate nodes per cell
 
-Entry = Tuple[str, int]
+Edge = Tuple[str, int]  # an operation and the state it reads
 
 
 class Genotype(NamedTuple):
-    normal: List[Entry]
+    normal: List[Edge]
     normal_concat: List[int]
-    reduce: List[Entry]
+    reduce: List[Edge]
     reduce_concat: List[int]
 
 
