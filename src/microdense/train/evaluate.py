@@ -7,7 +7,7 @@ import contextlib
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
 import torch
@@ -15,13 +15,13 @@ import torch
 from microdense.data.config import DataCfg
 from microdense.data.sources import DEFAULT_VAL_SPLIT, DataSource, Split, TensorImages, hold_out, load_dataset
 from microdense.errors import ConfigError, DataError
+from microdense.plots import pyplot, save_png
 from microdense.saved.run_folder import CONFIG_FILE, read_saved_config
 from microdense.saved.trained_model import RunInfo
 from microdense.saved.weights_source import WeightsSource
 from microdense.train.config import OptimCfg, RunCfg
 from microdense.train.datamodule import ImageDataModule
 from microdense.train.quiet import third_party_noise_silenced
-from microdense.train.report import plot_confusion
 from microdense.train.system import ClassificationSystem
 
 
@@ -46,6 +46,25 @@ def recorded_data(source: WeightsSource, info: RunInfo) -> Dict[str, Any]:
         data = {"name": saved.get("data.name"), "root": saved.get("data.root"),
                 "val_split": saved.get("data.val_split"), "seed": saved.get("run.seed", 0), **data}
     return data
+
+
+def plot_confusion(path: Path, matrix: Any, classes: Sequence[str]) -> None:
+    """Row-normalised confusion matrix (true class by row) as a PNG."""
+    plt = pyplot()
+
+    m = matrix.float()
+    m = m / m.sum(1, keepdim=True).clamp(min=1)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
+    im = ax.imshow(m.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 40:
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    save_png(fig, path)
 
 
 def _names(classes: List[str]) -> str:

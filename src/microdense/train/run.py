@@ -28,9 +28,9 @@ from microdense.saved.weights_source import WeightsSource, init_from, start_sour
 from microdense.train.checkpoint_io import SafeCheckpointIO
 from microdense.train.config import OptimCfg, TrainConfig, save_config
 from microdense.train.datamodule import ImageDataModule
+from microdense.train.epoch_log import EpochLog
 from microdense.train.interrupt import StopOnInterrupt, StopRequested
 from microdense.train.quiet import third_party_noise_silenced
-from microdense.train.report import EpochReport
 from microdense.train.system import ClassificationSystem
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ def _make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: Sequence[pl.Callba
         use_distributed_sampler=False,  # the data module shards by rank itself, resumably
         default_root_dir=run_dir,
         logger=loggers,
-        callbacks=[best, last, EpochReport(run_dir), LearningRateMonitor("step"), stopper,
+        callbacks=[best, last, EpochLog(run_dir), LearningRateMonitor("step"), stopper,
                    *([ProgressBar()] if progress else []), *callbacks],
         enable_progress_bar=progress,
         enable_model_summary=False,  # NOTE: Lightning's lists the metrics as modules and FLOPs as 0; ours is a line

@@ -1,4 +1,4 @@
-"""What a run leaves for people to read: metrics.csv per epoch, curves.png, a confusion matrix."""
+"""The run's log for people to read, kept as it trains: a row of metrics.csv and a redrawn curves.png per epoch."""
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -32,26 +32,7 @@ def plot_run_curves(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
     save_png(fig, path)
 
 
-def plot_confusion(path: Path, matrix: Any, classes: Sequence[str]) -> None:
-    """Row-normalised confusion matrix (true class by row) as a PNG."""
-    plt = pyplot()
-
-    m = matrix.float()
-    m = m / m.sum(1, keepdim=True).clamp(min=1)
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
-    im = ax.imshow(m.numpy(), cmap="Blues", vmin=0, vmax=1)
-    if n <= 40:
-        ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
-        ax.set_yticks(range(n), classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    save_png(fig, path)
-
-
-class EpochReport(pl.Callback):
+class EpochLog(pl.Callback):
     """After every epoch: append a row to RUN/metrics.csv and redraw RUN/curves.png (rank 0 only)."""
 
     def __init__(self, run_dir: Path):
