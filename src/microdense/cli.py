@@ -375,7 +375,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(f"wrote {folder / 'bench.json'} and {folder / 'bench.txt'}")
         return 0
     if args.study_command == "release":
-        from microdense.study.release import release_best_seeds
+        from microdense.study.best_seeds import release_best_seeds
         labels = args.entries.split(",") if args.entries else None
         if args.format == "hub" and not args.out:
             raise UserError("--format hub writes one folder per entry into --out DIR; give --out", exit_code=2)

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from microdense.models._pretrained import read_release
-from microdense.study.release import release_best_seeds
+from microdense.study.best_seeds import release_best_seeds
 from microdense.study.results import read_rows
 from microdense_cli import main
 from test_run_and_report import SMALL_DATA, TINY, quiet_run

@@ -415,7 +415,7 @@ SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(100_000)}, "
 
 def test_a_diverged_run_is_a_row_without_an_accuracy_and_is_never_released(tmp_path):
     from microdense.errors import ConfigError
-    from microdense.study.release import best_seeds
+    from microdense.study.best_seeds import best_seeds
     out = tmp_path / "out"
     entries = [{"label": "tiny", "model": TINY}, {"label": "wild", "model": TINY, "overrides": {"optim.lr": 1e9}}]
     done = quiet_run(write_study(tmp_path, entries=entries, budget={"steps": 6}), out)
