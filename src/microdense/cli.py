@@ -96,9 +96,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from microdense.train.config import FIELDS, resolve_config
     from microdense.saved.run_folder import CONFIG_FILE
-    from microdense.train.run import TrainingInterrupted, train
+    from microdense.train.config import FIELDS, resolve_config
+    from microdense.train.interrupt import TrainingInterrupted
+    from microdense.train.run import train
 
     # NOTE: after Lightning's import, which gives its loggers a handler of their own when the root has none.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -400,7 +401,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         return run_lanes(smoke(study) if args.smoke else study, study_arg, Path(args.out), args.lanes, forwarded,
                          args.threads)
     from microdense.study.runner import run_study
-    from microdense.train.run import TrainingInterrupted
+    from microdense.train.interrupt import TrainingInterrupted
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.quiet:

@@ -7,24 +7,28 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 
+from microdense.saved.run_folder import last_checkpoint
+
 log = logging.getLogger(__name__)
 
 
-class StopRequested(Exception):
-    """Raised out of `Trainer.fit` once the interrupted run's checkpoint is saved."""
+class TrainingInterrupted(Exception):
+    """Training stopped on Ctrl-C after saving `checkpoint`; `--resume` continues from it."""
 
-    def __init__(self, step: int):
-        super().__init__(f"training stopped at step {step} on request")
-        self.step = step
+    def __init__(self, run_dir: Path, checkpoint: Path, step: int):
+        super().__init__(f"training of {run_dir} interrupted at step {step}; {checkpoint} saved")
+        self.run_dir, self.checkpoint, self.step = run_dir, checkpoint, step
 
 
 class StopOnInterrupt(pl.Callback):
-    """The first SIGINT asks training to stop after the current step and save `checkpoint`; a second one aborts
-    at once (Python's KeyboardInterrupt). Every rank stops at the same step: the request is reduced across them.
+    """The first SIGINT asks training to stop after the current step, save the run's last checkpoint and raise
+    `TrainingInterrupted` out of `Trainer.fit`; a second one aborts at once (Python's KeyboardInterrupt). Every rank
+    stops at the same step: the request is reduced across them.
     """
 
-    def __init__(self, checkpoint: Path):
-        self.checkpoint = Path(checkpoint)
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.checkpoint = last_checkpoint(run_dir)
         self.requested = False
         self._previous: Optional[Any] = None
 
@@ -47,7 +51,7 @@ class StopOnInterrupt(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if trainer.strategy.reduce_boolean_decision(self.requested, all=False):
             trainer.save_checkpoint(self.checkpoint)
-            raise StopRequested(trainer.global_step)
+            raise TrainingInterrupted(self.run_dir, self.checkpoint, trainer.global_step)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore()

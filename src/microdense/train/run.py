@@ -29,19 +29,11 @@ from microdense.train.checkpoint_io import SafeCheckpointIO
 from microdense.train.config import OptimCfg, TrainConfig, save_config
 from microdense.train.datamodule import ImageDataModule
 from microdense.train.epoch_log import EpochLog
-from microdense.train.interrupt import StopOnInterrupt, StopRequested
+from microdense.train.interrupt import StopOnInterrupt
 from microdense.train.quiet import third_party_noise_silenced
 from microdense.train.system import ClassificationSystem
 
 log = logging.getLogger(__name__)
-
-
-class TrainingInterrupted(Exception):
-    """Training stopped on Ctrl-C after saving `checkpoint`; `--resume` continues from it."""
-
-    def __init__(self, run_dir: Path, checkpoint: Path, step: int):
-        super().__init__(f"training of {run_dir} interrupted at step {step}; {checkpoint} saved")
-        self.run_dir, self.checkpoint, self.step = run_dir, checkpoint, step
 
 
 class ProgressBar(RichProgressBar):
@@ -219,7 +211,7 @@ def _make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: Sequence[pl.Callba
     last = ModelCheckpoint(dirpath=ckpt_dir, filename=Path(LAST_CHECKPOINT).stem,
                            every_n_train_steps=run.checkpoint_every or None, auto_insert_metric_name=False,
                            enable_version_counter=False)
-    stopper = StopOnInterrupt(last_checkpoint(run_dir))
+    stopper = StopOnInterrupt(run_dir)
     loggers = [CSVLogger(run_dir, name="", version=_log_version(run_dir)),
                TensorBoardLogger(run_dir, name="", version="tensorboard")]
     trainer = pl.Trainer(
@@ -254,8 +246,6 @@ def _fit(trainer: pl.Trainer, system: ClassificationSystem, datamodule: ImageDat
         if nonfinite(system._eval_model().state_dict()):  # the very last step overflowed: nothing is exported
             raise TrainingDiverged.at(trainer.global_step, f"at its last step ({trainer.global_step}): the final "
                                       "weights hold NaN or inf", trainer.optimizers[0].param_groups[0]["lr"])
-    except StopRequested as e:
-        raise TrainingInterrupted(run_dir, stopper.checkpoint, e.step) from None
     except TrainingDiverged as e:
         last = last_checkpoint(run_dir)
         kept = (f"{last} keeps the last weights saved before it (step {_checkpoint_step(last)}), all finite"
