@@ -32,7 +32,8 @@ def test_bench_json_plot_and_table(tmp_path, capsys):
             assert key in r, key
         assert r["params"] == 260_506 and r["macs"] == 43_452_288
         assert r["train_img_s"] > 0 and r["infer_img_s"] > 0 and r["latency_ms"] > 0 and r["peak_mem_mb"] > 0
-        assert r["efficiency"] == pytest.approx(3 * 2 * r["macs"] * r["train_img_s"] / report["machine"]["matmul_fp32_flops"])
+        flops = report["machine"]["matmul_fp32_flops"]
+        assert r["efficiency"] == pytest.approx(3 * 2 * r["macs"] * r["train_img_s"] / flops)
     assert png.read_bytes()[:4] == b"\x89PNG"
     table = capsys.readouterr().out
     assert "microdensenet_cifar_tiny" in table and "efficiency" in table

@@ -50,7 +50,8 @@ def test_post_activation_resnet_folds_every_bn():
     assert report.kept == 0 and report.folded == 111
 
 
-@pytest.mark.parametrize("name, folded, kept", [("microdensenet_cifar_tiny", 12, 16), ("microdensenet_cifar_base", 36, 56)])
+@pytest.mark.parametrize("name, folded, kept",
+                         [("microdensenet_cifar_tiny", 12, 16), ("microdensenet_cifar_base", 36, 56)])
 def test_pre_activation_micro_dense_nets_fold_what_the_readme_says(name, folded, kept):
     """Only the BNs right after a conv fold (each layer's bottleneck, the projection shortcuts); the figures quoted
     in the README and docs/performance.md."""

@@ -53,8 +53,9 @@ def test_a_shipped_release_in_the_hub_layout_loads_through_timm_with_the_same_lo
     meta = _front_matter(readme)
     assert meta["library_name"] == "timm" and {"image-classification", "timm", "microdense"} <= set(meta["tags"])
     assert meta["datasets"] == ["cifar10"] and meta["metrics"] == ["accuracy"] and meta["license"] == "apache-2.0"
-    assert "88.64% / 99.56%" in readme and f"local-dir:FOLDER" in readme  # the packaged card's figures and loading
-    assert list(load_model(out).info.classes) == list(packaged.pretrained_cfg["label_names"])  # microdense takes it as a run
+    assert "88.64% / 99.56%" in readme and "local-dir:FOLDER" in readme  # the packaged card's figures and loading
+    # microdense takes the exported folder as a run
+    assert list(load_model(out).info.classes) == list(packaged.pretrained_cfg["label_names"])
 
 
 def test_a_width_scaled_run_round_trips_through_its_model_args(image_tree, tmp_path):

@@ -23,7 +23,8 @@ def test_registry_holds_the_design_variants_and_baselines():
     assert set(MODELS) >= {
         "microdensenet_cifar_tiny", "microdensenet_cifar_small", "microdensenet_cifar_base",
         "microdensenet_cifar_large", "microdensenet_imagenet_small", "microdensenet_imagenet_base",
-        "resnet20_cifar", "resnet56_cifar", "resnet110_cifar", "preact_resnet164_cifar", "wrn28_10_cifar", "resnext29_8x64d_cifar",
+        "resnet20_cifar", "resnet56_cifar", "resnet110_cifar", "preact_resnet164_cifar", "wrn28_10_cifar",
+        "resnext29_8x64d_cifar",
         "densenet_bc100_k12_cifar", "densenet_bc190_k40_cifar", "pyramidnet110_a48_cifar", "resnet18_cifar"}
 
 

@@ -199,7 +199,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("changes, shard, message", [
     (dict(epochs=3), None, r"unknown field\(s\) \['epochs'\]"),
-    (dict(entries=[{"label": "tiny", "model": "resnet21_cifar"}]), None, "unknown model 'resnet21_cifar'; did you mean"),
+    (dict(entries=[{"label": "tiny", "model": "resnet21_cifar"}]), None,
+     "unknown model 'resnet21_cifar'; did you mean"),
     (dict(entries=[{"label": "tiny", "model": "darts_v2_cifar", "kwargs": {"layers": 8, "init_channels": 16}},
                    {"model": "microdense_darts_v2_cifar", "kwargs": {"layers": 8}, "params_like": "tiny"}]),
      None, "cannot come within ±3% of 246,106 parameters by init_channels"),
@@ -208,7 +209,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_bad_input_is_one_line_before_any_run(tmp_path, changes, shard, message, cli_here):
     path = write_study(tmp_path, **changes)
     out = tmp_path / "out"
-    proc = cli_here("study", "run", str(path), "--out", str(out), "--allow-dirty", *(["--shard", shard] if shard else []))
+    shard_args = ["--shard", shard] if shard else []
+    proc = cli_here("study", "run", str(path), "--out", str(out), "--allow-dirty", *shard_args)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr

@@ -23,7 +23,8 @@ DDP_SCRIPT = textwrap.dedent("""
         def on_train_end(self, trainer, system):
             out = Path(sys.argv[2])
             rank = trainer.global_rank
-            save_file({k: v.contiguous() for k, v in system.model.state_dict().items()}, out / f"rank{rank}.safetensors")
+            weights = {k: v.contiguous() for k, v in system.model.state_dict().items()}
+            save_file(weights, out / f"rank{rank}.safetensors")
             (out / f"rank{rank}.json").write_text(json.dumps(dict(
                 world_size=trainer.world_size,
                 val_top1=float(trainer.callback_metrics["val/top1"]),

@@ -230,7 +230,8 @@ def test_bad_training_input_is_one_line(image_tree, tmp_path, args, text, code, 
     assert_one_line_error(proc, text, code)
 
 
-@pytest.mark.parametrize("model, recipe", [("densenet_bc100_k12_cifar", "paper"), ("microdense_darts_v2_cifar", "darts")])
+@pytest.mark.parametrize("model, recipe",
+                         [("densenet_bc100_k12_cifar", "paper"), ("microdense_darts_v2_cifar", "darts")])
 def test_baselines_and_nas_models_train_with_their_recipes(tmp_path, model, recipe):
     from conftest import make_image_tree
     tree = make_image_tree(tmp_path / "images", classes=3, per_class=4, size=32)  # DARTS's aux head needs 32 px

@@ -31,8 +31,8 @@ TRAINING_ONLY_ARGS = ("num_classes", "drop_rate", "drop_path_rate", "memory_effi
 # the recipe values a card names, as dotted fields of the run's config.yaml: always, and when they are set
 KEY_SETTINGS = ("optim.lr", "data.batch_size", "optim.schedule", "optim.weight_decay", "optim.label_smoothing",
                 "run.precision")
-SET_SETTINGS = ("optim.lr_base_size", "optim.ema_decay", "optim.mixup", "optim.cutmix", "data.cutout", "data.randaugment", "run.time_budget",
-                "run.max_steps", "model.pretrained", "model.init_from")
+SET_SETTINGS = ("optim.lr_base_size", "optim.ema_decay", "optim.mixup", "optim.cutmix", "data.cutout",
+                "data.randaugment", "run.time_budget", "run.max_steps", "model.pretrained", "model.init_from")
 
 
 def _check_registered_architecture(info: RunInfo, state: Dict[str, torch.Tensor], run_dir: Path) -> None:

@@ -269,9 +269,9 @@ def write_report(folder: Path) -> Report:
               f"- Reference: `{reference}`; Δ is the difference of means from it, in points.",
               "- Top-1 is mean ± sample standard deviation over seeds (one run: no spread); `by seed` lists each "
               "run's in seed order, and `Δ by seed` its difference from the reference's run of the same seed (the "
-              "same held-out images and data order). img/s: training images per second of training time; train min: training time "
-              "per run (validation excluded). Both as measured during the runs: on a machine shared with other "
-              "work they are indicative only (`microdense bench` measures speed).",
+              "same held-out images and data order). img/s: training images per second of training time; "
+              "train min: training time per run (validation excluded). Both as measured during the runs: on a "
+              "machine shared with other work they are indicative only (`microdense bench` measures speed).",
               "- Machine(s): " + "; ".join(_machines(rows)) + ".",
               "- Made by: " + _provenance_text(rows) + ".",
               "- Command(s): " + "; ".join(f"`{c}`" for c in sorted({r['command'] for r in rows if r.get('command')}))

@@ -14,7 +14,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO, made safe: writes go through a temporary file and a rename, and
     loads never unpickle code (`weights_only=True`)."""
 
-    def save_checkpoint(self, checkpoint: Dict[str, Any], path: PathLike, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path: PathLike,
+                        storage_options: Optional[Any] = None) -> None:
         with atomic_open(path, "wb") as f:
             torch.save(checkpoint, f)
 

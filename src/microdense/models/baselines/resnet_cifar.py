@@ -1,7 +1,8 @@
 """CIFAR ResNets (post-activation) built from timm's blocks: ResNet-20/56/110, ResNet-18, ResNeXt-29 (8x64d).
 
 He et al., "Deep Residual Learning for Image Recognition" (ResNet-6n+2: 3 stages of n basic blocks,
-16/32/64 channels; ResNet-20 0.27M, ResNet-56 0.85M, ResNet-110 1.7M); Xie et al., "Aggregated Residual Transformations for Deep Neural Networks"
+16/32/64 channels; ResNet-20 0.27M, ResNet-56 0.85M, ResNet-110 1.7M); Xie et al., "Aggregated Residual
+Transformations for Deep Neural Networks"
 (ResNeXt-29 8x64d: 3 stages of 3 bottlenecks, cardinality 8, width 64, 34.4M); ResNet-18 with the
 usual CIFAR stem (11.2M). The stem is one 3x3 stride-1 conv-BN-ReLU, no max-pool. Shortcuts that
 change shape are 1x1 projections (timm's, the paper's "option B"), not its zero-padding "option A": two projections,
