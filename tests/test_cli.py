@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from microdense.errors import ConfigError, TrainingDiverged
+from microdense.train.config import RECIPES
 from microdense_cli import main
 
 
@@ -77,8 +78,11 @@ def test_a_user_error_is_one_line_with_its_own_exit_code(monkeypatch, capsys, er
     assert capsys.readouterr().err == f"microdense: error: {error}\n"
 
 
-def test_train_with_no_flags_runs_train_config_defaults(monkeypatch):
-    """`TrainConfig()` in Python is what `microdense train` runs with no flags: one set of defaults (issue 42)."""
+# darts sets an auxiliary head, which only a DARTS model (not the default) takes
+@pytest.mark.parametrize("recipe", [None, *(r for r in RECIPES if r != "darts")])
+def test_train_with_no_flags_runs_train_config_defaults(monkeypatch, recipe):
+    """`TrainConfig()` in Python is what `microdense train` runs with no flags, and `TrainConfig(recipe=R)` what
+    `microdense train --recipe R` runs: one set of defaults (issue 42)."""
     import functools
     import types
 
@@ -90,8 +94,8 @@ def test_train_with_no_flags_runs_train_config_defaults(monkeypatch):
 
     ran = []
     monkeypatch.setattr(run, "train", lambda cfg, **kwargs: ran.append(cfg) or types.SimpleNamespace(primary=False))
-    assert main(["train"]) == 0
-    default = TrainConfig()
+    assert main(["train", *(["--recipe", recipe] if recipe else [])]) == 0
+    default = TrainConfig(recipe=recipe) if recipe else TrainConfig()
     for name in FIELDS:
         assert value(ran[0], name) == value(default, name), name
     assert ran[0] == default

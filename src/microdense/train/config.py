@@ -2,8 +2,9 @@
 
     TrainConfig(recipe, model: ModelCfg, data: DataCfg, optim: OptimCfg, run: RunCfg)
 
-`resolve_config` fills it from the sections' own defaults < recipe < --config YAML < command line; `TrainConfig()` is
-what that gives from the default recipe alone, the run of `microdense train` with no flags. Every field has one
+`resolve_config` fills it from the sections' own defaults < recipe < --config YAML < command line; a section left
+out of `TrainConfig(recipe=...)` is what that gives from the recipe alone, so `TrainConfig()` is the run of
+`microdense train` with no flags and `TrainConfig(recipe="paper")` that of `microdense train --recipe paper`. Every field has one
 dotted name ("optim.lr", "data.batch_size", "model.kwargs"): YAML files nest it in its section, `--set` and the flags
 name it (each flag declares its field in `microdense_cli.TRAIN_FLAGS`), and the run folder's `config.yaml` saves it.
 A configuration saved in the earlier flat layout (`lr: 0.1`, `model_kwargs: ...`) still loads: `FLAT_LAYOUT` says
@@ -119,15 +120,21 @@ class RunCfg:
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training setting, by section. Made only whole and valid: each section checks itself, and this the rules
-    that join sections. A section left out is as `microdense train` runs it with no flags (the default recipe)."""
+    that join sections. A section left out is as `microdense train --recipe RECIPE` runs it with no other flag."""
 
     recipe: str = setting("fast", choices=RECIPES)  # the recipe the defaults came from
-    model: ModelCfg = setting(default_factory=lambda: _with_no_flags("model"))
-    data: DataCfg = setting(default_factory=lambda: _with_no_flags("data"))
-    optim: OptimCfg = setting(default_factory=lambda: _with_no_flags("optim"))
-    run: RunCfg = setting(default_factory=lambda: _with_no_flags("run"))
+    # None (left out) becomes the recipe's section in __post_init__
+    model: ModelCfg = setting(None)
+    data: DataCfg = setting(None)
+    optim: OptimCfg = setting(None)
+    run: RunCfg = setting(None)
 
     def __post_init__(self) -> None:
+        left_out = [name for name in SECTION_TYPES if getattr(self, name) is None]
+        if left_out and self.recipe in RECIPES:  # another recipe value is refused by check_fields below
+            values = _resolve_values({"recipe": self.recipe})
+            for name in left_out:  # NOTE: frozen, so set as dataclasses' own __init__ does
+                object.__setattr__(self, name, SECTION_TYPES[name](**values.get(name, {})))
         check_fields(self)
         if self.optim.warmup_epochs and self.run.epochs is None and self.run.max_steps == -1:
             raise ConfigError("OptimCfg.warmup_epochs: a run bounded by time_budget alone has no epochs to count; "
@@ -273,13 +280,6 @@ def _resolve_values(cli: Dict[str, Any], config_file: Optional[str] = None) -> D
         # NOTE: synthetic data is a demo: it runs a few epochs unless epochs are asked for explicitly.
         values.setdefault("run", {})["epochs"] = SYNTHETIC_DEMO_EPOCHS
     return values
-
-
-def _with_no_flags(section: str) -> Any:
-    """TrainConfig's `section` as `microdense train` with no flags makes it. Only `TrainConfig()` reads this: a recipe,
-    file or saved run is laid on the section's own defaults, so what they resolve to never moves with the default
-    recipe."""
-    return SECTION_TYPES[section](**_resolve_values({}).get(section, {}))
 
 
 def _accelerator_is_cpu(accelerator: str) -> bool:
