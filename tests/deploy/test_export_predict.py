@@ -133,6 +133,8 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, cli_here):
                           "is not an image that can be read", 2)
     assert_one_line_error(cli_here("predict", "--checkpoint", str(out), str(tree), "--topk", "5"),
                           "topk 5 must lie in 1..4", 2)
+    assert_one_line_error(cli_here("predict", "--checkpoint", str(out), str(tmp_path / "missing.jpg")),
+                          "missing.jpg does not exist", 1)  # a path to fix: an OSError's status
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert_one_line_error(cli_here("export", "--checkpoint", str(out), "--format", "onnx",

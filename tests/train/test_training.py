@@ -219,6 +219,7 @@ def test_a_checkpoint_holding_code_is_refused_for_safety_not_called_corrupt(trai
     (["--model", "microdensenet_cifar_tin"], "unknown model 'microdensenet_cifar_tin'; did you mean", 2),
     (["--data-dir", "/nonexistent/folder"], "data folder /nonexistent/folder does not exist", 1),
     (["--data-dir", __file__], f"data folder {__file__} is a file, not a folder; point data.root (--data-dir) at", 1),
+    (["--config", "/nonexistent/my.yaml"], "config file /nonexistent/my.yaml does not exist", 1),
     (["--num-classes", "2"], "num_classes 2 is smaller than the 4 classes found", 2),
     (["--model", "darts_cifar", "--genotype", '{"normal": [], "reduce": []}'], "normal cell has 0 entries", 2),
     (["--model", "microdensenet_cifar_tiny", "--set", "model.kwargs={base_width: 12}"],

@@ -82,7 +82,11 @@ def open_predictor(path: os.PathLike) -> Predictor:
 
 
 def collect_images(paths: Sequence[os.PathLike]) -> List[Path]:
-    """Files named, and every image file under folders named (recursively, sorted)."""
+    """Files named, and every image file under folders named (recursively, sorted).
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+    """
     files: List[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -90,7 +94,7 @@ def collect_images(paths: Sequence[os.PathLike]) -> List[Path]:
         elif p.is_file():
             files.append(p)
         else:
-            raise DataError(f"{p} does not exist")
+            raise FileNotFoundError(f"{p} does not exist")
     return files
 
 

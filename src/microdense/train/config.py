@@ -214,7 +214,7 @@ def read_values(path: Path, what: str) -> Dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
