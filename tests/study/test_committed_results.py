@@ -80,3 +80,20 @@ def test_the_claims_table_names_the_commit_its_rule_was_read_at(tmp_path):
         json.dumps({**r, "study_file": {"commit": head, "dirty": False}}) + "\n" for r in rows))
     listed = [line for line in claims_table(tmp_path).splitlines() if "| ablation |" in line]
     assert listed and all(line.endswith(f"| {head[:7]} |") for line in listed)
+
+
+def test_the_claims_table_lists_the_frontiers_verdicts_not_its_curve(tmp_path):
+    """Once the frontier's curve is complete its rule gives a line of context (the curve) before each net's line;
+    the claims table lists each net's line under C2 and C3, never the curve as a verdict of its own."""
+    from microdense.study.claims import claims_table
+    committed = [json.loads(line) for line in (RESULTS / "frontier" / "results.jsonl").read_text().splitlines()]
+    resnet56 = [r for r in committed if r["entry"] == "resnet56"]
+    assert len(resnet56) == 2  # seeds 0 and 1: the rows below add a resnet110 one point above them
+    made = committed + [{**r, "entry": "resnet110", "params": 1_731_002, "val_top1": r["val_top1"] + 0.01}
+                        for r in resnet56 if not any(c["entry"] == "resnet110" for c in committed)]
+    (tmp_path / "frontier").mkdir()
+    (tmp_path / "frontier" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in made))
+    listed = [line for line in claims_table(tmp_path).splitlines() if "| frontier |" in line]
+    assert len(listed) == 4 and not any("curve:" in line for line in listed)  # tiny and small, under C2 and C3
+    assert sum("| tiny (0.26M): mean" in line and "at this size |" in line for line in listed) == 2
+    assert sum("| no verdict yet | small: 0 seed(s) beside a complete curve" in line for line in listed) == 2

@@ -19,6 +19,7 @@ CLAIMS = {"C1": "a 4M-parameter net", "C2": "more accurate than the state of the
           "C4": "micro-dense aggregation, pyramidal widths and adaptive cardinality each help",
           "C5": "the block boosts NAS networks", "C6": "it carries to ImageNet-1K"}
 HEADER = ["claim", "study", "verdict", "figures", "commit"]
+NOT_AS_REGISTERED = "rule not as registered"
 
 
 def _commits(folder: Path) -> str:
@@ -26,10 +27,18 @@ def _commits(folder: Path) -> str:
     return ", ".join(c[:7] for c in commits)
 
 
-def _split(line: str) -> List[str]:
-    """A rule's line as (verdict, figures): what follows its last '->', and what precedes it."""
-    figures, arrow, verdict = line.rpartition(" -> ")
-    return [verdict, figures] if arrow else ["no verdict yet", line]
+def _verdicts(lines: List[str]) -> List[List[str]]:
+    """A rule's lines as (verdict, figures) rows: a verdict is what follows a line's last '->', its figures what
+    precedes it; a line that waits ("no verdict yet") or says the rule is not as registered is a row with no verdict.
+    Any other line is context every verdict rests on (the frontier's curve), not a row of its own."""
+    rows = []
+    for line in lines:
+        figures, arrow, verdict = line.rpartition(" -> ")
+        if arrow:
+            rows.append([verdict, figures])
+        elif "no verdict yet" in line or line.startswith(NOT_AS_REGISTERED):
+            rows.append(["no verdict yet", line])
+    return rows
 
 
 def claims_table(results: Path) -> str:
@@ -45,9 +54,9 @@ def claims_table(results: Path) -> str:
             rows.update({n: rows[n] + [[name, "no rows yet", "", ""]] for n in numbers})
             continue
         decision = decide(study, folder)
-        lines = decision.lines if decision.problem is None else [f"rule not as registered: {decision.problem}"]
+        lines = decision.lines if decision.problem is None else [f"{NOT_AS_REGISTERED}: {decision.problem}"]
         for number in numbers:
-            rows[number] += [[name, *_split(line), _commits(folder)] for line in lines]
+            rows[number] += [[name, *verdict, _commits(folder)] for verdict in _verdicts(lines)]
     table = ["| " + " | ".join(HEADER) + " |", "| " + " | ".join("---" for _ in HEADER) + " |"]
     for number, text in CLAIMS.items():
         for row in rows[number] or [["-", "not tested by a study with a rule", "", ""]]:
