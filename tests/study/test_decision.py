@@ -271,6 +271,19 @@ def test_a_rule_edited_after_the_first_row_is_caught(registered, cli_here):
     assert "; accepted by --accept-changed-rule" in (folder / "decision.txt").read_text().splitlines()[0]
 
 
+def test_a_reference_swapped_after_the_first_row_is_caught(registered):
+    """The paired rules measure d_s from the reference: swapping it flips every sign, so it is part of the rule."""
+    from microdense.study.decide import decide
+    from microdense.study.spec import load_study
+    path, folder = registered
+    assert decide(load_study(str(path)), folder).problem is None
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "reference": "b",
+                                    "decision": {"kind": "paired_margin", "claims": {"a": "b is worse"}}}))
+    assert decide(load_study(str(path)), folder).problem == ("the reference in s.yaml is 'b', but it was 'a' at "
+                                                             "commit " + _git(path.parent, "rev-parse", "HEAD")[:7]
+                                                             + ", the first row's")
+
+
 def test_a_rule_moved_from_prose_into_data_is_accepted_only_where_it_names_the_rows_prose(registered, cli_here):
     path, folder = registered
     repo = path.parent

@@ -66,6 +66,10 @@ def _registration(study: Study, path: Path, first_row: Dict[str, Any]) -> Option
     if then is None:
         return f"the study file {path.name} cannot be read at commit {commit[:7]}, the first row's"
     labels = [e["label"] if isinstance(e, dict) and "label" in e else e.get("model") for e in then.get("entries", [])]
+    reference_then = then.get("reference", labels[0] if labels else None)
+    if reference_then != study.reference:  # the paired rules' d_s is measured from it: its sign and pairs
+        return (f"the reference in {path.name} is {study.reference!r}, but it was {reference_then!r} at commit "
+                f"{commit[:7]}, the first row's")
     rule_then = parse_decision(then.get("decision"), f"{path.name} at {commit[:7]}", labels)
     if rule_then is not None:
         return None if same_rule(rule_then, study.decision) else (
