@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import make_image_tree
+from microdense.errors import DataError
 from microdense.study.report import epoch_curves, write_report
 from microdense.study.results import append_row, read_rows
 from microdense.study.runner import run_study
@@ -139,6 +140,14 @@ def test_rows_are_only_appended_and_a_torn_line_is_skipped(tmp_path, caplog):
     assert path.read_bytes().startswith(first)
     assert [r["run"] for r in read_rows(path)] == ["a", "b"]
     assert "not a complete row" in caplog.text
+
+
+def test_two_rows_of_one_entry_and_seed_are_refused_not_counted_twice(tmp_path):
+    path = tmp_path / "results.jsonl"
+    for row in (_row("a", 0, 0.5), _row("a", 1, 0.6), _row("a", 0, 0.7)):  # shard folders merged twice by cat
+        append_row(path, row)
+    with pytest.raises(DataError, match=r"holds two rows of a at seed 0 \(lines 1 and 3\); keep the one its run"):
+        read_rows(path)
 
 
 def _row(entry, seed, top1, test=None, params=1000, seconds=60.0):

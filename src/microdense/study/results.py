@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
+from microdense.errors import DataError
+
 log = logging.getLogger(__name__)
 RESULTS_FILE = "results.jsonl"
 
@@ -47,17 +49,29 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 def read_rows(path: Path) -> List[Dict[str, Any]]:
-    """Every complete row of `path` (none if it does not exist); a line that is not JSON is skipped, with a warning."""
+    """Every complete row of `path` (none if it does not exist); a line that is not JSON is skipped, with a warning.
+
+    Raises:
+        DataError: two rows of one entry and seed (shard folders merged twice by `cat`?): every table and rule would
+            count one of them, or both.
+    """
     if not path.exists():
         return []
-    rows = []
+    rows, lines = [], {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             log.warning("%s line %d is not a complete row (a write cut short?); skipped", path, n)
+            continue
+        key = (row.get("entry"), row.get("seed"))
+        if key in lines and key[0] is not None:
+            raise DataError(f"{path} holds two rows of {key[0]} at seed {key[1]} (lines {lines[key]} and {n}); "
+                            "keep the one its run folder holds and delete the other")
+        lines[key] = n
+        rows.append(row)
     return rows
 
 
