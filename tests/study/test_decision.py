@@ -43,7 +43,8 @@ def test_paired_margin_pairs_each_variant_with_the_reference_at_the_same_seed():
     assert lines[0] == ("residual (micro-dense aggregation): default - residual by seed +3.00 / +1.00; mean +2.00, "
                         "sd 1.41, bar max(sd, 0.3) = 1.41 -> SUPPORTED")
     assert lines[1] == "constant (pyramidal widths): 1 seed(s) paired with the default; no verdict yet"
-    assert lines[2] == "fixed (adaptive cardinality): 0 seed(s) paired with the default; no verdict yet"
+    assert lines[2] == ("fixed (adaptive cardinality): 0 seed(s) paired with the default; no verdict yet "
+                        "(fixed seed 1 diverged)")
 
 
 # the ResNet curve of the frontier study's shape: three sizes, 0.27M, 0.86M and 1.73M parameters
@@ -117,7 +118,7 @@ def test_frontier_waits_for_two_complete_seeds_of_the_curve_and_of_each_net():
         "the curve (r20, r56, r110) has 1 complete seed(s); no verdict yet"]
     lines = FRONTIER.decide(rows(*CURVE, ("tiny", 0, 85), ("small", 0, 88), ("small", 1, None), params=SIZES), "r20")
     assert "tiny: 1 seed(s) beside a complete curve; no verdict yet" in lines
-    assert "small: 1 seed(s) beside a complete curve; no verdict yet" in lines  # its seed-1 run diverged
+    assert "small: 1 seed(s) beside a complete curve; no verdict yet (small seed 1 diverged)" in lines
 
 
 def _study_folder(folder: Path, runs, minutes=None) -> Path:

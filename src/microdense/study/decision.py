@@ -30,6 +30,13 @@ def top1_by_seed(rows: Sequence[Dict[str, Any]]) -> Dict[Tuple[str, int], float]
     return {(r["entry"], r["seed"]): 100 * r["val_top1"] for r in rows if r.get("val_top1") is not None}
 
 
+def not_yet(rows: Sequence[Dict[str, Any]], labels: Sequence[str]) -> str:
+    """'no verdict yet', naming the runs of `labels` that diverged: they hold a row, so no rerun will come on its
+    own."""
+    gone = [f"{r['entry']} seed {r['seed']}" for r in rows if r.get("val_top1") is None and r.get("entry") in labels]
+    return "no verdict yet" + (f" ({', '.join(gone)} diverged)" if gone else "")
+
+
 def margin_verdict(diffs: Sequence[float], floor: float) -> str:
     """Paired differences (positive: the claim's side is better) judged against max(their sample std, floor)."""
     m, bar = statistics.mean(diffs), max(statistics.stdev(diffs), floor)
@@ -67,7 +74,8 @@ class PairedMargin(Rule):
             seeds = sorted(s for entry, s in top1 if entry == variant and (reference, s) in top1)
             d = [top1[reference, s] - top1[variant, s] for s in seeds]
             if len(d) < 2:
-                lines.append(f"{variant} ({claim}): {len(d)} seed(s) paired with the {reference}; no verdict yet")
+                lines.append(f"{variant} ({claim}): {len(d)} seed(s) paired with the {reference}; "
+                             f"{not_yet(rows, (variant, reference))}")
                 continue
             lines.append(f"{variant} ({claim}): {reference} - {variant} by seed {' / '.join(f'{x:+.2f}' for x in d)}; "
                          f"mean {statistics.mean(d):+.2f}, sd {statistics.stdev(d):.2f}, bar max(sd, {self.floor}) = "
@@ -128,7 +136,8 @@ class Frontier(Rule):
         seeds = sorted({s for _, s in top1})
         complete = [s for s in seeds if all((c, s) in top1 for c in self.curve)]
         if len(complete) < 2 or any(c not in params for c in self.curve):
-            return [f"the curve ({', '.join(self.curve)}) has {len(complete)} complete seed(s); no verdict yet"]
+            return [f"the curve ({', '.join(self.curve)}) has {len(complete)} complete seed(s); "
+                    f"{not_yet(rows, self.curve)}"]
 
         def points(values: Dict[str, float]) -> List[Tuple[float, float]]:
             return sorted((math.log(params[c]), values[c]) for c in self.curve)
@@ -140,7 +149,7 @@ class Frontier(Rule):
         for net in self.judged:
             own = [s for s in complete if (net, s) in top1]
             if len(own) < 2:
-                lines.append(f"{net}: {len(own)} seed(s) beside a complete curve; no verdict yet")
+                lines.append(f"{net}: {len(own)} seed(s) beside a complete curve; {not_yet(rows, [net])}")
                 continue
             values = [top1[net, s] for s in own]
             mean, sd = statistics.mean(values), statistics.stdev(values)
