@@ -186,6 +186,27 @@ def test_eligible_then_time_chooses_among_the_eligible_by_time_then_speed(tmp_pa
     assert lines[-1] == "winner: d=8"
 
 
+def test_the_time_rules_wait_for_every_entry_and_both_legs(tmp_path):
+    """No winner is named among the entries that happen to have finished: an entry with no row (or only diverged
+    ones), an eligible entry with one equal-time seed, or a tie the speed leg did not measure makes the rule wait."""
+    epochs = [("d=8", 0, 82.0), ("d=8", 1, 82.0), ("d=4", 0, 82.0), ("d=4", 1, 82.0)]
+    folder = _study_folder(tmp_path / "epochs", epochs)
+    rule = EligibleThenTime(time_leg="timed")
+    assert rule.decide(rows(*epochs), "d=8", folder, entries=["d=8", "d=4", "d=2"]) == [
+        "equal epochs incomplete (d=2 have fewer than 2 seeds): no decision yet"]
+    assert rule.decide(rows(*epochs, ("d=2", 0, None)), "d=8", folder)[0].startswith("equal epochs incomplete (d=2")
+    _study_folder(tmp_path / "timed", [("d=8", 0, 77.0), ("d=8", 1, 77.0), ("d=4", 0, 77.0)], minutes=10)
+    assert rule.decide(rows(*epochs), "d=8", folder)[-1] == (
+        "equal time incomplete (d=4 have fewer than 2 seeds): no decision yet")
+    _study_folder(tmp_path / "timed", [("d=8", 0, 77.0), ("d=8", 1, 77.0), ("d=4", 0, 77.0), ("d=4", 1, 77.0)])
+    _bench(folder, {"d=8": 120.0})
+    assert rule.decide(rows(*epochs), "d=8", folder)[-1] == "the speed leg lacks d=4: no decision yet"
+    pairs = [("pre", 0, 86.0), ("pre", 1, 85.0), ("post", 0, 86.0), ("post", 1, 85.0)]
+    _study_folder(tmp_path / "timed", [("pre", 0, 74.0), ("pre", 1, 74.0), ("post", 0, 75.0)], minutes=10)
+    assert POSTACT.decide(rows(*pairs), "pre", folder)[-1] == (
+        "equal time incomplete (post have fewer than 2 seeds): no decision yet")
+
+
 def test_a_legacy_speed_leg_is_read_through_its_named_specs(tmp_path):
     folder = tmp_path / "s"
     folder.mkdir()

@@ -101,7 +101,8 @@ def decide(study: Study, folder: Path) -> Decision:
         raise ConfigError(f"{folder / RESULTS_FILE} holds no rows yet; run the study first (microdense study run "
                          f"{study.name} --out {folder})")
     first = min(rows, key=lambda r: r.get("finished") or "")
-    return Decision(study.decision.decide(rows, study.reference, folder), _registration(study, Path(study.path), first))
+    lines = study.decision.decide(rows, study.reference, folder, entries=[e.label for e in study.entries])
+    return Decision(lines, _registration(study, Path(study.path), first))
 
 
 def write_decision(decision: Decision, folder: Path, accept_changed_rule: bool = False) -> Path:

@@ -54,6 +54,12 @@ class Rule:
 
     encodes: Optional[str] = None
 
+    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None,
+               entries: Sequence[str] = ()) -> List[str]:
+        """The rule's lines of `rows`: its verdicts, or why it waits. `entries`: the study's labels, for a rule that
+        must see every entry's rows before it picks among them."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class PairedMargin(Rule):
@@ -67,7 +73,8 @@ class PairedMargin(Rule):
     def labels(self) -> Tuple[str, ...]:
         return tuple(self.claims)
 
-    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None) -> List[str]:
+    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None,
+               entries: Sequence[str] = ()) -> List[str]:
         top1 = top1_by_seed(rows)
         lines = []
         for variant, claim in self.claims.items():
@@ -130,7 +137,8 @@ class Frontier(Rule):
     def labels(self) -> Tuple[str, ...]:
         return tuple(self.curve) + tuple(self.judged)
 
-    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None) -> List[str]:
+    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None,
+               entries: Sequence[str] = ()) -> List[str]:
         top1 = top1_by_seed(rows)
         params = {r["entry"]: r["params"] for r in rows if r.get("params")}
         seeds = sorted({s for _, s in top1})
@@ -221,7 +229,8 @@ class PairedThenTime(TimeLeg):
     def labels(self) -> Tuple[str, ...]:
         return (self.candidate, *self.names, *self.bench_specs)
 
-    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None) -> List[str]:
+    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None,
+               entries: Sequence[str] = ()) -> List[str]:
         cand, ref = self.candidate, reference
         stays, wins = f"{self.names[ref]} stays", f"{self.names[cand]} becomes the default"
         top1 = top1_by_seed(rows)
@@ -236,6 +245,9 @@ class PairedThenTime(TimeLeg):
         if m < -margin:
             return lines + [f"outcome: {stays} ({self.names[cand]} is worse per epoch than two seeds can resolve)"]
         timed, minutes = self._timed(folder)
+        short = [k for k in (ref, cand) if k not in timed or timed[k].runs < 2]
+        if short:
+            return lines + [f"equal time incomplete ({', '.join(short)} have fewer than 2 seeds): no decision yet"]
         t_ref, t_cand = timed[ref].mean, timed[cand].mean
         lines.append(f"(2) {minutes}: {ref} {t_ref:.2f}, {cand} {t_cand:.2f} ({cand} - {ref} {t_cand - t_ref:+.2f}; "
                      f"decides beyond ±{self.floor})")
@@ -244,6 +256,8 @@ class PairedThenTime(TimeLeg):
         if t_ref - t_cand > self.floor:
             return lines + [f"outcome: {stays} ({self.names[cand]} trails at equal time)"]
         rates = self._rates(folder)
+        if ref not in rates or cand not in rates:
+            return lines + [f"the speed leg lacks {ref if ref not in rates else cand}: no decision yet"]
         lines.append(f"(3) bench, fp32 channels_last: {ref} {rates[ref]:.1f}, {cand} {rates[cand]:.1f} img/s")
         return lines + ["outcome: " + (wins if rates[cand] > rates[ref] else stays)]
 
@@ -255,9 +269,12 @@ class EligibleThenTime(TimeLeg):
     best mean equal-time val top-1 wins; (3) entries within floor of it on (2) are split by training img/s in the
     speed leg."""
 
-    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None) -> List[str]:
+    def decide(self, rows: Sequence[Dict[str, Any]], reference: str, folder: Optional[Path] = None,
+               entries: Sequence[str] = ()) -> List[str]:
         epochs = spreads(top1_by_seed(rows))
-        short = [k for k, e in epochs.items() if e.runs < 2]
+        # an entry with no row, or only diverged ones, must not drop out of the choice unseen
+        labels = dict.fromkeys([*entries, *(r["entry"] for r in rows), *epochs])
+        short = [k for k in labels if k not in epochs or epochs[k].runs < 2]
         if short:
             return [f"equal epochs incomplete ({', '.join(short)} have fewer than 2 seeds): no decision yet"]
         best = max(epochs, key=lambda k: epochs[k].mean)
@@ -274,17 +291,20 @@ class EligibleThenTime(TimeLeg):
             return lines + [f"winner: {eligible[0]}, the only eligible entry: steps (2) and (3) choose among eligible "
                             "entries, so no equal-time or bench result can change it"]
         timed, minutes = self._timed(folder)
-        ranked = sorted((k for k in eligible if k in timed), key=lambda k: -timed[k].mean)
+        short = [k for k in eligible if k not in timed or timed[k].runs < 2]
+        if short:
+            return lines + [f"equal time incomplete ({', '.join(short)} have fewer than 2 seeds): no decision yet"]
+        ranked = sorted(eligible, key=lambda k: -timed[k].mean)
         lines.append(f"(2) {minutes}: " + "; ".join(
             f"{k} {timed[k].mean:.2f} ± {timed[k].sd:.2f} ({timed[k].runs} runs)" for k in ranked))
-        if not ranked:
-            return lines + ["no eligible entry has equal-time results yet"]
         rates = self._rates(folder)
         tied = [k for k in ranked if timed[ranked[0]].mean - timed[k].mean <= self.floor]
-        winner = max(tied, key=lambda k: rates.get(k, 0.0))
+        unmeasured = [k for k in tied if k not in rates] if len(tied) > 1 else []
+        if unmeasured:
+            return lines + [f"the speed leg lacks {', '.join(unmeasured)}: no decision yet"]
+        winner = max(tied, key=lambda k: rates[k])
         if len(tied) > 1:
-            lines.append(f"(3) within {self.floor} points: " + ", ".join(
-                f"{k} {rates.get(k, float('nan')):.1f} img/s" for k in tied))
+            lines.append(f"(3) within {self.floor} points: " + ", ".join(f"{k} {rates[k]:.1f} img/s" for k in tied))
         return lines + [f"winner: {winner}"]
 
 
