@@ -110,6 +110,19 @@ def test_a_stop_gives_each_run_one_sigint_and_starts_nothing_more(lanes, stop):
     assert err.strip().splitlines()[-1].endswith("stopped; the same command resumes")
 
 
+def test_a_study_file_of_the_checkout_is_read_from_the_pinned_tree(tmp_path):
+    """The runs work in the pinned tree: a study file given by its full path in the checkout must reach them as the
+    pinned copy, not the live file a later edit changes; a file outside the checkout or absent from the pin stays."""
+    from microdense.study.lanes import pinned_study_file
+    repo, tree = tmp_path / "repo", tmp_path / "worktrees" / "s-abc1234"
+    (tree / "studies").mkdir(parents=True)
+    (tree / "studies" / "s.yaml").write_text("")
+    assert pinned_study_file(str(repo / "studies" / "s.yaml"), repo, tree) == "studies/s.yaml"
+    assert pinned_study_file(str(repo / "studies" / "new.yaml"), repo, tree) == str(repo / "studies" / "new.yaml")
+    assert pinned_study_file(str(tmp_path / "s.yaml"), repo, tree) == str(tmp_path / "s.yaml")
+    assert pinned_study_file("frontier", repo, tree) == "frontier"
+
+
 def test_lanes_take_no_shard(cli_here, tmp_path):
     proc = cli_here("study", "run", "frontier", "--out", str(tmp_path), "--lanes", "2", "--shard", "0/2")
     assert proc.returncode == 2 and "takes no --shard" in proc.stderr

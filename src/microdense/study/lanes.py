@@ -50,8 +50,20 @@ def pinned_tree(repo: Path, out: Path, name: str) -> Path:
     commit = record.read_text().strip()
     tree = repo.parent / "worktrees" / f"{name}-{commit[:7]}"
     if not tree.is_dir():
+        _git(repo, "worktree", "prune")  # a worktree whose folder was deleted stays registered until pruned
         _git(repo, "worktree", "add", "--detach", str(tree), commit)
     return tree
+
+
+def pinned_study_file(study_arg: str, repo: Path, tree: Path) -> str:
+    """A study file inside the checkout, as the runs (working in the pinned tree) must name it to read the pinned
+    copy, not the checkout's live one; any other name as it is."""
+    path = Path(study_arg)
+    if path.is_absolute() and path.resolve().is_relative_to(repo.resolve()):
+        inside = path.resolve().relative_to(repo.resolve())
+        if (tree / inside).is_file():
+            return str(inside)
+    return study_arg
 
 
 class Lanes:
@@ -114,6 +126,7 @@ def run_lanes(study: Study, study_arg: str, out: Path, lanes: int, forwarded: Se
                           "study's shards yourself (microdense study run STUDY --shard I/N)")
     out = out.resolve()
     tree = pinned_tree(repo, out, study.name)
+    study_arg = pinned_study_file(study_arg, repo, tree)
     count = len(plan(study))
     commands = [[["nice", python, "-m", "microdense_cli", "study", "run", study_arg, "--out", str(out), "--shard",
                   f"{i}/{count}", "--quiet", *forwarded] for i in runs] for runs in lane_runs(study, lanes)]
