@@ -293,6 +293,18 @@ def test_a_rule_edited_after_the_first_row_is_caught(registered, cli_here):
     assert "; accepted by --accept-changed-rule" in (folder / "decision.txt").read_text().splitlines()[0]
 
 
+def test_rows_from_two_commits_of_the_code_are_said_to_be_pooled(registered):
+    from microdense.study.decide import decide
+    from microdense.study.spec import load_study
+    path, folder = registered
+    made = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    made[-1]["provenance"] = {"code": {"commit": "f" * 40}}  # a run resumed after the code moved on
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in made))
+    lines = decide(load_study(str(path)), folder).lines
+    assert lines[0].startswith("rows from 2 commits of the code (") and "ffffff" in lines[0]
+    assert lines[1].endswith("-> SUPPORTED")
+
+
 def test_a_reference_swapped_after_the_first_row_is_caught(registered):
     """The paired rules measure d_s from the reference: swapping it flips every sign, so it is part of the rule."""
     from microdense.study.decide import decide

@@ -102,6 +102,10 @@ def decide(study: Study, folder: Path) -> Decision:
                          f"{study.name} --out {folder})")
     first = min(rows, key=lambda r: r.get("finished") or "")
     lines = study.decision.decide(rows, study.reference, folder, entries=[e.label for e in study.entries])
+    code = sorted({((r.get("provenance") or {}).get("code") or {}).get("commit") or "?" for r in rows})
+    if len(code) > 1:  # a study's rows come from one committed tree (lanes pin it); say so where they do not
+        lines = [f"rows from {len(code)} commits of the code ({', '.join(c[:7] for c in code)}): the verdicts below "
+                 "pool them"] + lines
     return Decision(lines, _registration(study, Path(study.path), first))
 
 
