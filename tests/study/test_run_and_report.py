@@ -178,6 +178,14 @@ def test_report_means_spreads_and_deltas(tmp_path, capsys):
     assert report.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_partial_studys_report_says_what_has_not_run(tmp_path):
+    append_row(tmp_path / "results.jsonl", _row("ref", 0, 0.50))
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(dict(
+        name="s", claim="C9", reference="ref", budget={"epochs": 1}, seeds=[0, 1],
+        entries=[{"label": "ref"}, {"label": "new"}])))
+    assert "; 1 runs of 4 planned; not run yet: new." in write_report(tmp_path).markdown.read_text()
+
+
 def test_report_draws_each_runs_val_curve_when_runs_last_two_epochs_or_more(tmp_path):
     for row in (_row("ref", 0, 0.50), _row("new", 0, 0.60)):
         append_row(tmp_path / "results.jsonl", row)

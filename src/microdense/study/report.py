@@ -263,8 +263,12 @@ def write_report(folder: Path) -> Report:
         lines += [f"**Claim tested:** {study['claim']}", ""]
     if study.get("description"):
         lines += [study["description"], ""]
+    planned = len(order) * len(study.get("seeds", [])) if order else 0
+    missing = [label for label in order if not any(r["entry"] == label for r in rows)]
+    so_far = (f" of {planned} planned" if planned > len(rows) else "") + (
+        f"; not run yet: {', '.join(missing)}" if missing else "")
     lines += [f"- Budget per run: {budget_text} (recipe `{study.get('recipe', rows[0].get('recipe'))}`); "
-              f"seeds {sorted({r['seed'] for r in rows})}; {len(rows)} runs.",
+              f"seeds {sorted({r['seed'] for r in rows})}; {len(rows)} runs{so_far}.",
               f"- Data: {_data_text(study.get('data') or {})}.",
               f"- Reference: `{reference}`; Δ is the difference of means from it, in points.",
               "- Top-1 is mean ± sample standard deviation over seeds (one run: no spread); `by seed` lists each "
