@@ -1,9 +1,10 @@
 """The mistakes a user can fix, as the package's own exception types.
 
 Library code raises these with one line that names the problem and the fix, in the words of configuration fields, a
-flag in brackets at most beside its field (so the same message serves Python callers); the command line prints exactly that line and exits non-zero, with no
-traceback. Any other exception, a `ValueError` or `TypeError` from our own code included, is a bug and keeps its
-traceback (as click's `UsageError` and Lightning's `MisconfigurationException` separate the two).
+flag in brackets at most beside its field (so the same message serves Python callers); the command line prints
+exactly that line and exits non-zero, with no traceback. Any other exception, a `ValueError` or `TypeError` from our
+own code included, is a bug and keeps its traceback (as click's `UsageError` and Lightning's
+`MisconfigurationException` separate the two).
 
 Each type but `TrainingDiverged` (a run that went NaN, not a bad value) also derives from the builtin a caller would
 catch for it (`ValueError`, `TypeError`), so code written against those keeps working.

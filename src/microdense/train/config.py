@@ -4,11 +4,11 @@
 
 `resolve_config` fills it from the sections' own defaults < recipe < --config YAML < command line; a section left
 out of `TrainConfig(recipe=...)` is what that gives from the recipe alone, so `TrainConfig()` is the run of
-`microdense train` with no flags and `TrainConfig(recipe="paper")` that of `microdense train --recipe paper`. Every field has one
-dotted name ("optim.lr", "data.batch_size", "model.kwargs"): YAML files nest it in its section, `--set` and the flags
-name it (each flag declares its field in `microdense_cli.TRAIN_FLAGS`), and the run folder's `config.yaml` saves it.
-A configuration saved in the earlier flat layout (`lr: 0.1`, `model_kwargs: ...`) still loads: `FLAT_LAYOUT` says
-where each of its fields went.
+`microdense train` with no flags and `TrainConfig(recipe="paper")` that of `microdense train --recipe paper`.
+Every field has one dotted name ("optim.lr", "data.batch_size", "model.kwargs"): YAML files nest it in its section,
+`--set` and the flags name it (each flag declares its field in `microdense_cli.TRAIN_FLAGS`), and the run folder's
+`config.yaml` saves it. A configuration saved in the earlier flat layout (`lr: 0.1`, `model_kwargs: ...`) still
+loads: `FLAT_LAYOUT` says where each of its fields went.
 """
 import dataclasses
 import difflib
