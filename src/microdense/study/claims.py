@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from microdense.study.decide import decide, made_at
+from microdense.study.decision import NO_VERDICT
 from microdense.study.results import RESULTS_FILE, read_rows
 from microdense.study.spec import load_study, packaged_studies
 
@@ -29,15 +30,15 @@ def _commits(folder: Path) -> str:
 
 def _verdicts(lines: List[str]) -> List[List[str]]:
     """A rule's lines as (verdict, figures) rows: a verdict is what follows a line's last '->', its figures what
-    precedes it; a line that waits ("no verdict yet") or says the rule is not as registered is a row with no verdict.
+    precedes it; a line that waits (NO_VERDICT) or says the rule is not as registered is a row with no verdict.
     Any other line is context every verdict rests on (the frontier's curve), not a row of its own."""
     rows = []
     for line in lines:
         figures, arrow, verdict = line.rpartition(" -> ")
         if arrow:
             rows.append([verdict, figures])
-        elif "no verdict yet" in line or line.startswith(NOT_AS_REGISTERED):
-            rows.append(["no verdict yet", line])
+        elif NO_VERDICT in line or line.startswith(NOT_AS_REGISTERED):
+            rows.append([NO_VERDICT, line])
     return rows
 
 
@@ -55,8 +56,9 @@ def claims_table(results: Path) -> str:
             continue
         decision = decide(study, folder)
         lines = decision.lines if decision.problem is None else [f"{NOT_AS_REGISTERED}: {decision.problem}"]
+        commits = _commits(folder)
         for number in numbers:
-            rows[number] += [[name, *verdict, _commits(folder)] for verdict in _verdicts(lines)]
+            rows[number] += [[name, *verdict, commits] for verdict in _verdicts(lines)]
     table = ["| " + " | ".join(HEADER) + " |", "| " + " | ".join("---" for _ in HEADER) + " |"]
     for number, text in CLAIMS.items():
         for row in rows[number] or [["-", "not tested by a study with a rule", "", ""]]:

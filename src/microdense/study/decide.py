@@ -34,13 +34,17 @@ class Decision:
         return "\n".join((head if self.problem else []) + self.lines) + "\n"
 
 
+def code_commit(row: Dict[str, Any]) -> Optional[str]:
+    """The commit of microdense's sources a row was made from (its provenance), None for a row from before it."""
+    return ((row.get("provenance") or {}).get("code") or {}).get("commit")
+
+
 def made_at(row: Dict[str, Any]) -> Tuple[Optional[str], bool]:
     """The commit a row's study file stood at, and whether it had uncommitted changes: the file's own, where the row
     records it (a study file may live in another repository than microdense), else the package's (a packaged study's
     rows from before rows recorded it)."""
     study_file = row.get("study_file") or {}
-    return (study_file.get("commit") or ((row.get("provenance") or {}).get("code") or {}).get("commit"),
-            bool(study_file.get("dirty")))
+    return study_file.get("commit") or code_commit(row), bool(study_file.get("dirty"))
 
 
 def _file_at(commit: str, path: Path) -> Optional[Dict[str, Any]]:
@@ -102,7 +106,7 @@ def decide(study: Study, folder: Path) -> Decision:
                          f"{study.name} --out {folder})")
     first = min(rows, key=lambda r: r.get("finished") or "")
     lines = study.decision.decide(rows, study.reference, folder, entries=[e.label for e in study.entries])
-    code = sorted({((r.get("provenance") or {}).get("code") or {}).get("commit") or "?" for r in rows})
+    code = sorted({code_commit(r) or "?" for r in rows})
     if len(code) > 1:  # a study's rows come from one committed tree (lanes pin it); say so where they do not
         lines = [f"rows from {len(code)} commits of the code ({', '.join(c[:7] for c in code)}): the verdicts below "
                  "pool them"] + lines

@@ -23,6 +23,7 @@ from microdense.fields import check_fields, setting
 from microdense.study.results import RESULTS_FILE, Spread, read_rows, spreads
 
 FLOOR = 0.3  # points: the smallest difference two seeds are taken to resolve, whatever their spread
+NO_VERDICT = "no verdict yet"  # how a line of a rule that waits says so (the claims table lists such lines)
 
 
 def top1_by_seed(rows: Sequence[Dict[str, Any]]) -> Dict[Tuple[str, int], float]:
@@ -31,10 +32,10 @@ def top1_by_seed(rows: Sequence[Dict[str, Any]]) -> Dict[Tuple[str, int], float]
 
 
 def not_yet(rows: Sequence[Dict[str, Any]], labels: Sequence[str]) -> str:
-    """'no verdict yet', naming the runs of `labels` that diverged: they hold a row, so no rerun will come on its
+    """NO_VERDICT, naming the runs of `labels` that diverged: they hold a row, so no rerun will come on its
     own."""
     gone = [f"{r['entry']} seed {r['seed']}" for r in rows if r.get("val_top1") is None and r.get("entry") in labels]
-    return "no verdict yet" + (f" ({', '.join(gone)} diverged)" if gone else "")
+    return NO_VERDICT + (f" ({', '.join(gone)} diverged)" if gone else "")
 
 
 def margin_verdict(diffs: Sequence[float], floor: float) -> str:
@@ -206,6 +207,12 @@ class TimeLeg(Rule):
         minutes = yaml.safe_load(study.read_text())["budget"]["time_budget"] if study.is_file() else "?"
         return spreads(top1_by_seed(read_rows(companion / RESULTS_FILE))), f"{minutes} minutes"
 
+    @staticmethod
+    def _time_leg_short(timed: Dict[str, Spread], labels: Sequence[str]) -> Optional[str]:
+        """Why the equal-time leg cannot decide among `labels` yet (one has fewer than 2 seeds there), or None."""
+        short = [k for k in labels if k not in timed or timed[k].runs < 2]
+        return f"equal time incomplete ({', '.join(short)} have fewer than 2 seeds): no decision yet" if short else None
+
     def _rates(self, folder: Path) -> Dict[str, float]:
         """label -> training img/s: by the label `microdense study bench` gives each row, or for a speed leg measured
         before it did, by `bench_specs`."""
@@ -245,9 +252,9 @@ class PairedThenTime(TimeLeg):
         if m < -margin:
             return lines + [f"outcome: {stays} ({self.names[cand]} is worse per epoch than two seeds can resolve)"]
         timed, minutes = self._timed(folder)
-        short = [k for k in (ref, cand) if k not in timed or timed[k].runs < 2]
-        if short:
-            return lines + [f"equal time incomplete ({', '.join(short)} have fewer than 2 seeds): no decision yet"]
+        waiting = self._time_leg_short(timed, (ref, cand))
+        if waiting:
+            return lines + [waiting]
         t_ref, t_cand = timed[ref].mean, timed[cand].mean
         lines.append(f"(2) {minutes}: {ref} {t_ref:.2f}, {cand} {t_cand:.2f} ({cand} - {ref} {t_cand - t_ref:+.2f}; "
                      f"decides beyond ±{self.floor})")
@@ -273,7 +280,7 @@ class EligibleThenTime(TimeLeg):
                entries: Sequence[str] = ()) -> List[str]:
         epochs = spreads(top1_by_seed(rows))
         # an entry with no row, or only diverged ones, must not drop out of the choice unseen
-        labels = dict.fromkeys([*entries, *(r["entry"] for r in rows), *epochs])
+        labels = dict.fromkeys([*entries, *(r["entry"] for r in rows)])
         short = [k for k in labels if k not in epochs or epochs[k].runs < 2]
         if short:
             return [f"equal epochs incomplete ({', '.join(short)} have fewer than 2 seeds): no decision yet"]
@@ -291,9 +298,9 @@ class EligibleThenTime(TimeLeg):
             return lines + [f"winner: {eligible[0]}, the only eligible entry: steps (2) and (3) choose among eligible "
                             "entries, so no equal-time or bench result can change it"]
         timed, minutes = self._timed(folder)
-        short = [k for k in eligible if k not in timed or timed[k].runs < 2]
-        if short:
-            return lines + [f"equal time incomplete ({', '.join(short)} have fewer than 2 seeds): no decision yet"]
+        waiting = self._time_leg_short(timed, eligible)
+        if waiting:
+            return lines + [waiting]
         ranked = sorted(eligible, key=lambda k: -timed[k].mean)
         lines.append(f"(2) {minutes}: " + "; ".join(
             f"{k} {timed[k].mean:.2f} ± {timed[k].sd:.2f} ({timed[k].runs} runs)" for k in ranked))

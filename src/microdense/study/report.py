@@ -264,7 +264,8 @@ def write_report(folder: Path) -> Report:
     if study.get("description"):
         lines += [study["description"], ""]
     planned = len(order) * len(study.get("seeds", [])) if order else 0
-    missing = [label for label in order if not any(r["entry"] == label for r in rows)]
+    ran = {r["entry"] for r in rows}
+    missing = [label for label in order if label not in ran]
     so_far = (f" of {planned} planned" if planned > len(rows) else "") + (
         f"; not run yet: {', '.join(missing)}" if missing else "")
     lines += [f"- Budget per run: {budget_text} (recipe `{study.get('recipe', rows[0].get('recipe'))}`); "
